@@ -1,0 +1,393 @@
+"""Token-stream language-model data: built-in Python-source corpus, user text files, HF datasets.
+
+Every source yields (split, text) documents; they are tokenized once into a cached token file per
+split and served as windows of seq_len + 1 tokens:
+
+* training batch at step s on rank r is a pure function of (seed, s, r): B window offsets drawn
+  from numpy's Generator seeded with SeedSequence([seed, s, r]). Every model size and arm of a sweep
+  sees the same batches (common random numbers), and resuming at step s needs no sampler state;
+* validation uses ``val_batches · batch_size`` fixed windows spread evenly over the validation split.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import socket
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from src.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (vocab 256): needs no files and no download."""
+
+    vocab_size = 256
+    fingerprint = "bytes"
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+class HFTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer read from a local path.
+
+    ``path`` is a ``tokenizer.json`` file, or a directory holding ``tokenizer.json`` or the GPT-2 style
+    ``vocab.json`` + ``merges.txt`` pair. Nothing is downloaded.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from tokenizers import Tokenizer
+        from tokenizers.implementations import ByteLevelBPETokenizer
+
+        path = Path(path)
+        files = [path] if path.is_file() else [path / "tokenizer.json"]
+        if files[0].is_file():
+            self._tok = Tokenizer.from_file(str(files[0]))
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            files = [path / "vocab.json", path / "merges.txt"]
+            self._tok = ByteLevelBPETokenizer(str(files[0]), str(files[1]))
+        else:
+            raise ConfigError(
+                f"data.tokenizer={str(path)!r}: expected a tokenizer.json file, or a directory with "
+                "tokenizer.json or vocab.json + merges.txt"
+            )
+        self.vocab_size = self._tok.get_vocab_size()
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+        self.fingerprint = f"hf-{digest}"
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+
+
+def load_tokenizer(path: str | None) -> ByteTokenizer | HFTokenizer:
+    """Byte-level by default; an HF tokenizer when a local path is given."""
+    if path is None:
+        return ByteTokenizer()
+    if not Path(path).exists():
+        raise ConfigError(f"data.tokenizer={path!r}: no such file or directory")
+    return HFTokenizer(path)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+class RandomWindows(IterableDataset):
+    """Endless training batches (x, y) of shape (B, T); batch s is drawn from SeedSequence([seed, s, rank])."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int,
+                 start_step: int = 0, rank: int = 0) -> None:
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.seed, self.start_step, self.rank = seed, start_step, rank
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        offsets = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
+        window = torch.from_numpy(
+            self.tokens[offsets[:, None] + np.arange(self.seq_len + 1)].astype(np.int64)
+        )
+        return window[:, :-1], window[:, 1:]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class FixedWindows(Dataset):
+    """``count`` validation windows (x, y) at evenly spaced offsets of the validation split."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, count: int) -> None:
+        self.tokens, self.seq_len = tokens, seq_len
+        self.offsets = np.linspace(0, len(tokens) - seq_len - 1, count).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = int(self.offsets[i])
+        window = torch.from_numpy(self.tokens[start : start + self.seq_len + 1].astype(np.int64))
+        return window[:-1], window[1:]
+
+
+# --------------------------------------------------------------------------- data modules
+
+
+def _private_generator() -> torch.Generator:
+    """A DataLoader draws a worker base seed from its generator each time it is iterated; with the
+    default (global) RNG that draw would shift dropout masks and break exact resume."""
+    return torch.Generator().manual_seed(0)
+
+
+def hash_split(key: str, val_fraction: float) -> str:
+    """Deterministic split of a document by the hash of its key: 'val' with probability val_fraction."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    return "val" if h < val_fraction else "train"
+
+
+def tail_split(text: str, val_fraction: float) -> Iterator[tuple[str, str]]:
+    """The last val_fraction of a document's characters is validation, the rest training."""
+    cut = int(round(len(text) * (1.0 - val_fraction)))
+    yield "train", text[:cut]
+    yield "val", text[cut:]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class TokenStreamData(L.LightningDataModule):
+    """Base class: subclasses define ``documents()`` and ``source_fingerprint()``."""
+
+    kind = "tokens"
+
+    def __init__(self, *, seq_len: int = 128, batch_size: int = 16, val_batches: int = 8,
+                 val_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None,
+                 cache_dir: str = ".cache/scaling-lab") -> None:
+        super().__init__()
+        for key, value in dict(seq_len=seq_len, batch_size=batch_size, val_batches=val_batches).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"data.{key}={value!r} must be a positive integer")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction!r} must be strictly between 0 and 1")
+        self.seq_len, self.batch_size, self.val_batches = seq_len, batch_size, val_batches
+        self.val_fraction, self.seed, self.cache_dir = val_fraction, seed, Path(cache_dir)
+        self.tokenizer_path = tokenizer
+        self._tokenizer = None
+        self.splits: dict[str, np.ndarray] = {}
+
+    # -- to be defined by sources
+    def documents(self) -> Iterator[tuple[str, str]]:
+        raise NotImplementedError
+
+    def source_fingerprint(self) -> str:
+        raise NotImplementedError
+
+    # -- shared
+    @property
+    def tokenizer(self) -> ByteTokenizer | HFTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def cache_path(self) -> Path:
+        key = f"{self.source_fingerprint()}|{self.tokenizer.fingerprint}|{self.val_fraction}"
+        return self.cache_dir / "tokens" / f"{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def prepare_data(self) -> None:
+        """Tokenize the source once into ``<cache>/tokens/<kind>-<hash>/{train,val}.npy``."""
+        path = self.cache_path()
+        if (path / "train.npy").exists() and (path / "val.npy").exists():
+            return
+        log.info("tokenizing %s into %s", self.kind, path)
+        parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+        for split, text in self.documents():
+            if text:
+                parts[split].append(self.tokenizer.encode(text))
+        dtype = np.uint8 if self.vocab_size <= 2**8 else np.uint16 if self.vocab_size <= 2**16 else np.uint32
+        path.mkdir(parents=True, exist_ok=True)
+        for split, chunks in parts.items():
+            tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
+            _save_atomic(path / f"{split}.npy", tokens.astype(dtype))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_data()
+        path = self.cache_path()
+        for split in ("train", "val"):
+            tokens = np.load(path / f"{split}.npy", mmap_mode="r")
+            if len(tokens) < self.seq_len + 1:
+                raise ConfigError(
+                    f"data: the {split} split of {self.kind} has {len(tokens)} tokens, fewer than "
+                    f"seq_len + 1 = {self.seq_len + 1}; add text or lower data.seq_len"
+                )
+            self.splits[split] = tokens
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        start = trainer.global_step if trainer is not None else 0  # restored before this call on resume
+        rank = trainer.global_rank if trainer is not None else 0
+        windows = RandomWindows(self.splits["train"], self.seq_len, self.batch_size, self.seed, start, rank)
+        return DataLoader(windows, batch_size=None, generator=_private_generator())
+
+    def val_dataloader(self) -> DataLoader:
+        windows = FixedWindows(self.splits["val"], self.seq_len, self.val_batches * self.batch_size)
+        return DataLoader(windows, batch_size=self.batch_size, shuffle=False, generator=_private_generator())
+
+
+class PySourceData(TokenStreamData):
+    """The running Python's standard-library source (``*.py`` under sysconfig's stdlib path).
+
+    Always present, no download; about 13 MB of text. Files that are not valid UTF-8 (a few test
+    fixtures) are skipped; site-packages is excluded. Split by the hash of each file's relative path.
+    """
+
+    kind = "pysource"
+
+    def _files(self) -> list[Path]:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        skip = {"site-packages", "dist-packages", "__pycache__"}
+        return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
+
+    def source_fingerprint(self) -> str:
+        files = self._files()
+        root = Path(sysconfig.get_paths()["stdlib"])
+        listing = "\n".join(f"{p.relative_to(root)}:{p.stat().st_size}" for p in files)
+        return f"python{sys.version_info[0]}.{sys.version_info[1]}:{hashlib.sha256(listing.encode()).hexdigest()}"
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        for path in self._files():
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            yield hash_split(str(path.relative_to(root)), self.val_fraction), text
+
+
+class TextFilesData(TokenStreamData):
+    """UTF-8 text files given by the user (paths or glob patterns); the tail of each file is validation."""
+
+    kind = "text_files"
+
+    def __init__(self, paths: list[str] | str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        patterns = [paths] if isinstance(paths, str) else list(paths or [])
+        if not patterns:
+            raise ConfigError("data.paths is empty; give one or more text files, e.g. data.paths=[notes.txt]")
+        self.files: list[Path] = []
+        for pattern in patterns:
+            matches = sorted(glob.glob(os.path.expanduser(str(pattern)), recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                raise ConfigError(f"data.paths: no file matches {str(pattern)!r}")
+            self.files.extend(files)
+
+    def source_fingerprint(self) -> str:
+        return "\n".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self.files)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        for path in self.files:
+            raw = path.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ConfigError(
+                    f"data.paths: {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                    f"{err.start}); convert it to UTF-8 or leave it out"
+                ) from None
+            yield from tail_split(text, self.val_fraction)
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connect within ``timeout`` seconds."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+class HFTextData(TokenStreamData):
+    """A Hugging Face ``datasets`` text dataset: a local file or directory, or a Hub name.
+
+    Local ``.json/.jsonl/.txt/.csv/.parquet`` files and saved datasets load offline. A Hub name needs
+    the Hub, or a cached copy with ``HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1``; when neither is
+    available the run stops with one line instead of waiting for network retries. Rows are documents;
+    ``val_split`` names a validation split, else rows are split by the hash of their index.
+    """
+
+    kind = "hf_text"
+    _BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".csv": "csv", ".parquet": "parquet"}
+
+    def __init__(self, name_or_path: str, subset: str | None = None, train_split: str = "train",
+                 val_split: str | None = None, text_field: str = "text", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not name_or_path:
+            raise ConfigError("data.name_or_path is empty; give a local path or a Hugging Face dataset name")
+        self.name_or_path, self.subset = str(name_or_path), subset
+        self.train_split, self.val_split, self.text_field = train_split, val_split, text_field
+        self._datasets = None
+
+    def _load(self, split: str):
+        import datasets
+
+        path = Path(self.name_or_path).expanduser()
+        try:
+            if path.is_file():
+                builder = self._BUILDERS.get(path.suffix)
+                if builder is None:
+                    raise ConfigError(f"data.name_or_path={self.name_or_path!r}: unknown file type "
+                                      f"{path.suffix!r}; use one of {', '.join(self._BUILDERS)}")
+                return datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+            if path.is_dir() and any((path / f).exists() for f in ("state.json", "dataset_dict.json")):
+                saved = datasets.load_from_disk(str(path))
+                return saved[split] if isinstance(saved, datasets.DatasetDict) else saved
+            if not path.exists() and not _offline_env() and not hub_reachable():
+                raise ConfigError(
+                    f"data.name_or_path={self.name_or_path!r} is not a local path and the Hugging Face "
+                    "Hub is unreachable; pass a local path, or set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "
+                    "to use a cached copy"
+                )
+            return datasets.load_dataset(str(path) if path.exists() else self.name_or_path,
+                                         self.subset, split=split)
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ConnectionError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"data.name_or_path={self.name_or_path!r} (split {split!r}): {first}") from None
+
+    def _splits(self) -> dict:
+        if self._datasets is None:
+            self._datasets = {"train": self._load(self.train_split)}
+            if self.val_split is not None:
+                self._datasets["val"] = self._load(self.val_split)
+            for split, ds in self._datasets.items():
+                if self.text_field not in ds.column_names:
+                    raise ConfigError(
+                        f"data.text_field={self.text_field!r} is not a column of {self.name_or_path} "
+                        f"({split}); columns: {', '.join(ds.column_names)}"
+                    )
+        return self._datasets
+
+    def source_fingerprint(self) -> str:
+        return "|".join(f"{s}:{ds._fingerprint}" for s, ds in self._splits().items())
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        for split, ds in self._splits().items():
+            for i, text in enumerate(ds[self.text_field]):
+                if not isinstance(text, str):
+                    raise ConfigError(f"data: {self.name_or_path} row {i} field {self.text_field!r} "
+                                      f"is {type(text).__name__}, not text")
+                yield (split if self.val_split else hash_split(str(i), self.val_fraction)), text

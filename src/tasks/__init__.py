@@ -1,0 +1,1 @@
+"""LightningModules: one per task, sharing the training loop in ``base.Task``."""

@@ -1,0 +1,87 @@
+"""The training loop every task shares: named parameter groups, per-group LR schedule, loss and
+throughput logging, a validation history, and checkpoint state for exact resume.
+
+A task subclass defines ``loss(batch) -> (mean loss, number of items)``; items are what throughput
+counts (tokens for language models).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from src.mup.optim import build_optimizer
+
+
+class Task(L.LightningModule):
+    item_name = "items"
+
+    def __init__(self, model: nn.Module, optimizer: Mapping[str, Any],
+                 scheduler: Callable[..., float], steps: int, compile: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_spec = dict(optimizer)
+        self.schedule, self.steps = scheduler, steps
+        # Compile the forward only: self.model keeps its parameter names for checkpoints and groups.
+        self.forward_fn = torch.compile(model) if compile else model
+        self.history: list[dict[str, float]] = []  # one entry per validation: {"step", "val/loss", ...}
+        self.throughput: list[float] = []
+        self._last_step_time: float | None = None
+        self._val_sums = torch.zeros(2)
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    # -- training
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, items = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            rate = items * self.trainer.world_size / (now - self._last_step_time)
+            self.throughput.append(rate)
+            self.log(f"train/{self.item_name}_per_s", rate)
+        self._last_step_time = now
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.optimizer_spec)
+        factor = functools.partial(self.schedule, total=self.steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation: an exact token-weighted mean over all ranks
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, items = self.loss(batch)
+        self._val_sums += torch.stack([loss.detach().double() * items, torch.tensor(items, device=self.device)])
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        val_loss = float(total[0] / total[1])
+        self.log("val/loss", val_loss, sync_dist=True)  # equal on every rank already
+        if not self.trainer.sanity_checking:
+            self.history.append({"step": self.global_step, "val/loss": val_loss})
+        self._last_step_time = None  # do not count validation time as a training step
+
+    # -- exact resume: evaluation history and the global RNG (dropout) travel with the checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["scaling_lab"] = {"history": self.history, "rng": rng}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["scaling_lab"]
+        self.history = state["history"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])

@@ -1,0 +1,47 @@
+"""Loggers from the ``logger`` config group: CSV and Weights & Biases, both writing inside the run dir.
+
+W&B is offline unless asked otherwise: the mode is ``$WANDB_MODE`` when set, else
+``logger.wandb.mode`` (default ``offline``). It is passed to ``wandb.init`` directly instead of using
+``WandbLogger(offline=True)``, which writes ``WANDB_MODE=dryrun`` into ``os.environ`` and so leaks
+into every later job of an in-process multirun. The W&B run id is derived from the run dir, so a
+resumed run continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+
+def wandb_mode(configured: str) -> str:
+    return os.environ.get("WANDB_MODE") or configured
+
+
+def build_loggers(spec: Mapping[str, Any], run_dir: Path, run_name: str, config: dict) -> list[Logger]:
+    loggers: list[Logger] = []
+    if spec.get("csv"):
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
+    wandb = spec.get("wandb")
+    if wandb is not None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        run_id = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+        loggers.append(WandbLogger(
+            save_dir=str(run_dir), project=wandb["project"], entity=wandb.get("entity"),
+            group=wandb.get("group"), tags=list(wandb.get("tags") or []), name=run_name,
+            id=run_id, resume="allow", mode=wandb_mode(wandb["mode"]), config=config, log_model=False,
+        ))
+    return loggers
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close the W&B run so the next in-process job starts a fresh one."""
+    for logger in loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()

@@ -1,0 +1,33 @@
+"""The Lightning Trainer of a run: hardware from ``conf/trainer``, loop length and callbacks from the run keys."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from src.config import build
+from src.training.callbacks import AtomicCheckpointIO, DivergenceGuard, LastCheckpoint, LinePrinter
+from src.training.schedules import warmup_steps
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger]) -> tuple[L.Trainer, DivergenceGuard]:
+    guard = DivergenceGuard(cfg.divergence.factor, warmup_steps(cfg.steps, cfg.scheduler.get("warmup", 0.0)))
+    callbacks = [guard, LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.ckpt_every)]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))  # one curve per named group
+    tty = sys.stdout.isatty()
+    callbacks.append(TQDMProgressBar() if tty else LinePrinter(cfg.log_every))
+    trainer = build(
+        cfg.trainer, "trainer",
+        max_steps=cfg.steps, val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=cfg.log_every,
+        gradient_clip_val=cfg.optimizer.get("grad_clip"), callbacks=callbacks, logger=loggers or False,
+        default_root_dir=str(run_dir), enable_checkpointing=False, enable_progress_bar=tty,
+        enable_model_summary=False, plugins=[AtomicCheckpointIO()],
+    )
+    return trainer, guard

@@ -1,0 +1,75 @@
+"""Config composition and the checks that stop a bad command line before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.config import CONF_DIR, ConfigError, check, preflight
+from tests.conftest import make_config
+
+GROUPS = ("task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer", "logger",
+          "sweep", "budget", "experiment")
+NEEDS_GPU = {"trainer": {"gpu", "fsdp"}, "experiment": {"gpt2_124m"}}
+_HERE = Path(__file__)
+NEEDS_VALUES = {"data": {"text_files": f"data.paths=[{_HERE}]", "hf_text": f"data.name_or_path={_HERE}"}}
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_exists_and_has_options():
+    for group in GROUPS:
+        assert _options(group), group
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes_and_passes_the_checks(group, option):
+    extra = NEEDS_VALUES.get(group, {}).get(option)
+    cfg = make_config(f"{group}={option}", *([extra] if extra else []))
+    if option in NEEDS_GPU.get(group, set()):
+        with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+            check(cfg)
+    else:
+        check(cfg)
+
+
+def test_experiment_files_are_global_presets():
+    for path in (CONF_DIR / "experiment").glob("*.yaml"):
+        assert path.read_text().startswith("# @package _global_"), path.name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["model=foo"], "model=foo: no such option; choose one of gpt2"),
+    (["data=nothing"], "data=nothing: no such option; choose one of hf_text, pysource, text_files"),
+    (["model.widht=64"], "model.widht: no such key in the config"),
+    (["model.width=100"], "model: width=100 is not divisible by head_dim=32; choose a width that is a multiple of 32"),
+    (["model.depth=0"], "model: depth=0 must be a positive integer"),
+    (["model.head_dim=-4"], "model: head_dim=-4 must be a positive integer"),
+    (["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
+    (["data.seq_len=-1"], "data.seq_len=-1 must be a positive integer"),
+    (["steps=0"], "steps=0 must be a positive integer"),
+    (["optimizer.lr=0"], "optimizer.lr=0 must be a number > 0"),
+    (["scheduler.warmup=1.5"], "scheduler.warmup=1.5 must be a fraction in [0, 1]"),
+    (["data=text_files"], "data.paths is required: set data.paths=<value>"),
+    (["data=text_files", "data.paths=[/no/such/file.txt]"], "data.paths: no file matches '/no/such/file.txt'"),
+    (["data.tokenizer=/no/such/dir"], "data.tokenizer='/no/such/dir': no such file or directory"),
+    (["trainer=fsdp"], "trainer.strategy=fsdp needs a CUDA GPU and none is available"),
+    (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes'; choose one of offline, online, disabled"),
+    (["model.width=64,128"], "Ambiguous value for argument 'model.width=64,128'"),
+    (["-m", "model.width=64,80"], "model: width=80 is not divisible by head_dim=32"),
+])
+def test_bad_command_lines_stop_with_one_line_naming_the_key(argv, message):
+    with pytest.raises(ConfigError) as err:
+        preflight(argv)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_good_command_lines_pass():
+    preflight([])
+    preflight(["-m", "model.width=64,128", "optimizer.lr=1e-3,2e-3"])
+    preflight(["--help"])
+    preflight(["experiment=gpt2_smoke", "data=text_files", f"data.paths=[{Path(__file__)}]"])

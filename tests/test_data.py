@@ -1,0 +1,135 @@
+"""Language-model data: splits, caching, batches as pure functions of (seed, step, rank), loaders."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from src.config import ConfigError
+from src.data.text import HFTextData, PySourceData, RandomWindows, TextFilesData, hash_split, hub_reachable
+
+STREAM = dict(seq_len=16, batch_size=4, val_batches=2)
+
+
+@pytest.fixture(scope="module")
+def pysource(tmp_path_factory):
+    data = PySourceData(**STREAM, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    data.setup("fit")
+    return data
+
+
+def test_pysource_is_the_stdlib_split_by_file_hash(pysource):
+    train, val = pysource.splits["train"], pysource.splits["val"]
+    assert pysource.vocab_size == 256 and train.dtype == np.uint8
+    assert len(train) > 5_000_000 and len(val) > 100_000
+    assert 0.02 < len(val) / (len(train) + len(val)) < 0.10  # val_fraction 0.05 of files, by size
+    assert b"import " in bytes(train[:200_000])
+    # the split is a function of the path alone
+    assert hash_split("json/decoder.py", 0.05) == hash_split("json/decoder.py", 0.05)
+    assert {hash_split(f"file{i}.py", 0.5) for i in range(20)} == {"train", "val"}
+
+
+def test_token_cache_is_reused(pysource):
+    path = pysource.cache_path()
+    stamp = (path / "train.npy").stat().st_mtime_ns
+    again = PySourceData(**STREAM, cache_dir=str(pysource.cache_dir))
+    started = time.perf_counter()
+    again.setup("fit")
+    assert (path / "train.npy").stat().st_mtime_ns == stamp
+    assert time.perf_counter() - started < 2.0
+    assert np.array_equal(again.splits["val"], pysource.splits["val"])
+
+
+def test_training_batches_depend_on_seed_step_and_rank_only(pysource):
+    tokens = pysource.splits["train"]
+    windows = RandomWindows(tokens, 16, 4, seed=7)
+    x5, y5 = windows.batch(5)
+    assert x5.shape == (4, 16) and x5.dtype == torch.int64
+    assert torch.equal(x5[:, 1:], y5[:, :-1])  # targets are inputs shifted by one
+    resumed = iter(RandomWindows(tokens, 16, 4, seed=7, start_step=5))
+    assert torch.equal(next(resumed)[0], x5)
+    assert not torch.equal(RandomWindows(tokens, 16, 4, seed=8).batch(5)[0], x5)
+    assert not torch.equal(RandomWindows(tokens, 16, 4, seed=7, rank=1).batch(5)[0], x5)
+
+
+def test_validation_windows_are_fixed(pysource):
+    loader = pysource.val_dataloader()
+    first = [x for x, _ in loader]
+    assert sum(len(x) for x in first) == 2 * 4
+    assert all(torch.equal(a, b) for a, b in zip(first, [x for x, _ in pysource.val_dataloader()]))
+
+
+def test_text_files_tail_split_and_glob(tmp_path):
+    (tmp_path / "a.txt").write_text("a" * 90 + "b" * 10)
+    (tmp_path / "b.txt").write_text("c" * 90 + "d" * 10)
+    data = TextFilesData(paths=[str(tmp_path / "*.txt")], seq_len=4, batch_size=2, val_batches=1,
+                         val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    assert bytes(data.splits["train"]) == b"a" * 90 + b"c" * 90
+    assert bytes(data.splits["val"]) == b"b" * 10 + b"d" * 10
+
+
+def test_text_files_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.paths: no file matches '.*missing.txt'"):
+        TextFilesData(paths=[str(tmp_path / "missing.txt")])
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 ".encode("latin-1") * 50)
+    data = TextFilesData(paths=[str(bad)], seq_len=4, batch_size=2, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match=r"latin1.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        data.setup("fit")
+    short = tmp_path / "short.txt"
+    short.write_text("tiny")
+    data = TextFilesData(paths=[str(short)], seq_len=16, batch_size=2, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="fewer than seq_len"):
+        data.setup("fit")
+
+
+def test_hf_text_from_a_local_jsonl_file(tmp_path):
+    rows = [{"text": f"document number {i} " * 5, "id": i} for i in range(40)]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    data = HFTextData(name_or_path=str(path), seq_len=8, batch_size=2, val_batches=1, val_fraction=0.25,
+                      cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    total = len(data.splits["train"]) + len(data.splits["val"])
+    assert total == sum(len(r["text"]) for r in rows)
+    with pytest.raises(ConfigError, match="data.text_field='body' is not a column .* columns: text, id"):
+        HFTextData(name_or_path=str(path), text_field="body", cache_dir=str(tmp_path / "c")).setup("fit")
+
+
+def test_hf_text_hub_name_fails_fast_offline(tmp_path):
+    data = HFTextData(name_or_path="someone/not-a-local-dataset", cache_dir=str(tmp_path))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="data.name_or_path='someone/not-a-local-dataset'"):
+        data.setup("fit")
+    assert time.perf_counter() - started < 10
+
+
+def test_hub_probe_gives_up_quickly():
+    started = time.perf_counter()
+    hub_reachable(timeout=1.0)
+    assert time.perf_counter() - started < 5
+
+
+def test_hf_tokenizer_from_a_local_path(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["def foo(): return bar"] * 50 + ["import os, sys"] * 50,
+                            trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "corpus.txt").write_text("def foo(): return bar\nimport os, sys\n" * 40)
+    data = TextFilesData(paths=[str(tmp_path / "corpus.txt")], tokenizer=str(tmp_path), seq_len=4,
+                         batch_size=2, cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    assert data.vocab_size == tok.get_vocab_size()
+    assert data.splits["train"].max() < data.vocab_size
+    expected = tok.encode("def foo(): return bar").ids
+    assert data.splits["train"][: len(expected)].tolist() == expected
+    with pytest.raises(ConfigError, match="data.tokenizer='.*nowhere': no such file"):
+        TextFilesData(paths=[str(tmp_path / "corpus.txt")], tokenizer=str(tmp_path / "nowhere")).vocab_size

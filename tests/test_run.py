@@ -1,0 +1,211 @@
+"""End-to-end runs: metrics.json, loggers, determinism, divergence, failures, resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.runs import config_hash, read_record
+from tests.conftest import ROOT, TINY, make_config, run_cli
+
+SHORT = [*TINY, "steps=4", "val_every=2", "ckpt_every=2", "log_every=1"]
+
+
+def _csv_rows(run_dir: Path) -> list[dict]:
+    (metrics,) = run_dir.glob("csv/version_*/metrics.csv")
+    with open(metrics) as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_writes_metrics_json_csv_and_wandb_offline(train):
+    metric, run_dir = train(*SHORT, "logger=wandb")
+    record = read_record(run_dir)
+    assert set(record) >= {"status", "config", "config_hash", "metrics", "sweep_metric", "steps",
+                           "wall_time_s", "plan"}
+    assert record["status"] == "ok" and record["steps"] == 4
+    assert record["sweep_metric"] == metric == record["metrics"]["final"]["val/loss"]
+    assert 2.0 < metric < math.log(256) + 0.5  # starts near ln(256) nats per byte
+    assert record["metrics"]["best"]["val/loss"] <= metric
+    assert record["metrics"]["final"]["train/tokens_per_s"] > 0
+    assert record["config"]["model"]["width"] == 32 and len(record["config_hash"]) == 16
+    assert [g["name"] for g in record["plan"]] == ["matrices", "vectors"]
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    # CSV: losses and one LR column per named parameter group
+    rows = _csv_rows(run_dir)
+    columns = set(rows[0])
+    assert {"train/loss", "val/loss", "lr-AdamW/matrices", "lr-AdamW/vectors"} <= columns
+    assert [float(r["val/loss"]) for r in rows if r.get("val/loss")][-1] == pytest.approx(metric)
+    # W&B: an offline run inside the run dir, and no WANDB_MODE leaked into this process
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    assert list(offline.glob("*.wandb"))
+    assert "WANDB_MODE" not in os.environ
+
+
+def test_wandb_mode_from_the_environment_wins(train, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    _, run_dir = train(*SHORT, "logger=wandb", "steps=2")
+    assert read_record(run_dir)["status"] == "ok"
+    assert not list(run_dir.glob("wandb/offline-run-*"))
+
+
+def test_logger_none_needs_no_logger(train):
+    _, run_dir = train(*SHORT, "logger=none", "steps=2")
+    assert read_record(run_dir)["status"] == "ok"
+    assert not (run_dir / "csv").exists() and not (run_dir / "wandb").exists()
+
+
+def test_same_seed_same_result_and_a_new_seed_differs(train):
+    a, _ = train(*SHORT, "model.dropout=0.1")
+    b, _ = train(*SHORT, "model.dropout=0.1")
+    c, _ = train(*SHORT, "model.dropout=0.1", "seed=1")
+    assert a == b
+    assert a != c
+
+
+def test_config_hash_covers_results_not_paths():
+    base = make_config(*TINY)
+    from src.config import plain
+
+    h = config_hash(plain(base))
+    assert h == config_hash(plain(make_config(*TINY, "logger=none", "paths.output_dir=elsewhere",
+                                              "paths.cache_dir=/tmp/x", "trainer.devices=1")))
+    assert h != config_hash(plain(make_config(*TINY, "model.width=64")))
+    assert h != config_hash(plain(make_config(*TINY, "seed=3")))
+    assert h != config_hash(plain(make_config(*TINY, "steps=21")))
+
+
+def test_a_diverging_run_stops_early_with_status_diverged(train):
+    metric, run_dir = train(*TINY, "steps=40", "optimizer.lr=30", "optimizer.grad_clip=null",
+                            "scheduler=constant")
+    record = read_record(run_dir)
+    assert record["status"] == "diverged"
+    assert metric == math.inf and record["sweep_metric"] == math.inf
+    assert record["steps"] < 40
+
+
+def test_a_failing_job_inside_a_multirun_records_failed(train, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe" * 100)
+    metric, run_dir = train(*TINY, "data=text_files", f"data.paths=[{bad}]", multirun=True)
+    record = read_record(run_dir)
+    assert metric == math.inf and record["status"] == "failed"
+    assert "is not UTF-8 text" in record["error"] and record["sweep_metric"] == math.inf
+
+
+def test_an_exception_in_training_is_recorded_and_reraised(train, monkeypatch):
+    from src.tasks.causal_lm import CausalLMTask
+
+    def broken(self, batch):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CausalLMTask, "loss", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        train(*SHORT)
+    metric, run_dir = train(*SHORT, multirun=True)
+    record = read_record(run_dir)
+    assert record["status"] == "failed" and "RuntimeError: boom" in record["error"] and metric == math.inf
+
+
+def test_a_run_never_overwrites_an_earlier_run(train, capsys):
+    _, run_dir = train(*SHORT, "steps=2")
+    before = (run_dir / "metrics.json").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        train(*SHORT, "steps=2", run_dir=run_dir)
+    assert exit_.value.code == 2
+    assert "already holds a run; resume it with resume=" in capsys.readouterr().err
+    assert (run_dir / "metrics.json").read_text() == before
+
+
+def test_resume_refuses_changes_to_the_results_and_skips_finished_runs(train, capsys):
+    metric, run_dir = train(*SHORT, "steps=2")
+    again, same_dir = train(f"resume={run_dir}", run_dir=run_dir)
+    assert again == metric and same_dir == run_dir
+    with pytest.raises(SystemExit):
+        train(f"resume={run_dir}", "optimizer.lr=1.0", run_dir=run_dir)
+    assert "only trainer and logger may change (drop optimizer.lr)" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(train, tmp_path):
+    """Kill a run (SIGKILL) after its first checkpoint; the resumed run must match bit for bit."""
+    args = [*TINY, "steps=150", "val_every=10", "ckpt_every=20", "model.dropout=0.1"]
+    reference, ref_dir = train(*args)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "src.run", *args, f"hydra.run.dir={killed}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists() and not (killed / "metrics.json").exists(), "the run ended before the kill"
+    stopped_at = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < stopped_at < 150
+    resumed, _ = train(f"resume={killed}", run_dir=killed)
+    assert resumed == reference
+    ref, res = read_record(ref_dir), read_record(killed)
+    assert res["metrics"] == {**ref["metrics"], "final": {**ref["metrics"]["final"],
+                              "train/tokens_per_s": res["metrics"]["final"]["train/tokens_per_s"]}}
+    assert res["config_hash"] == ref["config_hash"] and res["steps"] == 150
+
+
+@pytest.mark.timeout(300)
+def test_ddp_on_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    result = run_cli(*TINY, "steps=4", "val_every=2", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(out)
+    assert record["status"] == "ok" and record["steps"] == 4
+    assert (out / "train_ddp_process_1.log").exists()  # the second rank ran
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+
+
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff")
+    for args, message in [
+        (["model.width=100"], "error: model: width=100 is not divisible by head_dim=32"),
+        ([*TINY, "data=text_files", f"data.paths=[{bad}]", f"hydra.run.dir={tmp_path / 'r'}"],
+         f"error: data.paths: {bad} is not UTF-8 text (byte 0xff at offset 3)"),
+    ]:
+        result = run_cli(*args)
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines == [message + lines[0][len(message):]] and lines[0].startswith(message)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_cli_help_lists_the_config_groups():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for group in ("task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer",
+                  "logger", "sweep", "budget", "experiment"):
+        assert f"\n{group}: " in result.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fsdp_on_gpus(train):
+    metric, run_dir = train(*SHORT, "trainer=fsdp", "trainer.devices=1")
+    assert read_record(run_dir)["status"] == "ok" and math.isfinite(metric)
+
+
+def test_printed_results_point_at_metrics_json(train, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="src.run"):
+        _, run_dir = train(*SHORT, "steps=2")
+    assert f"results: {run_dir / 'metrics.json'}" in caplog.text
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
