@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +183,6 @@ def preflight(argv: Sequence[str]) -> None:
         raise _composition_error(err) from None
 
 
-def plain(cfg: DictConfig | Mapping) -> dict:
+def plain(cfg: DictConfig) -> dict:
     """A resolved plain-dict copy of a config node."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -69,9 +69,7 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     history = task.history
     final = dict(history[-1]) if history else {}
     final.pop("step", None)
-    train_loss = task.trainer.callback_metrics.get("train/loss")
-    if train_loss is not None:
-        final["train/loss"] = float(train_loss)
+    final["train/loss"] = task.last_train_loss
     rates = task.throughput[1:] or task.throughput  # the first step includes warm-up costs
     if rates:
         final[f"train/{task.item_name}_per_s"] = sum(rates) / len(rates)

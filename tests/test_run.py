@@ -37,6 +37,7 @@ def test_short_run_writes_metrics_json_csv_and_wandb_offline(train):
     assert 2.0 < metric < math.log(256) + 0.5  # starts near ln(256) nats per byte
     assert record["metrics"]["best"]["val/loss"] <= metric
     assert record["metrics"]["final"]["train/tokens_per_s"] > 0
+    assert 2.0 < record["metrics"]["final"]["train/loss"] < 6.0
     assert record["config"]["model"]["width"] == 32 and len(record["config_hash"]) == 16
     assert [g["name"] for g in record["plan"]] == ["matrices", "vectors"]
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
@@ -58,9 +59,11 @@ def test_wandb_mode_from_the_environment_wins(train, monkeypatch):
     assert not list(run_dir.glob("wandb/offline-run-*"))
 
 
-def test_logger_none_needs_no_logger(train):
-    _, run_dir = train(*SHORT, "logger=none", "steps=2")
-    assert read_record(run_dir)["status"] == "ok"
+def test_logger_none_needs_no_logger_and_the_last_step_is_evaluated(train):
+    _, run_dir = train(*SHORT, "logger=none", "steps=3")  # val_every=2: step 3 is validated after fit
+    record = read_record(run_dir)
+    assert record["status"] == "ok" and record["steps"] == 3
+    assert set(record["metrics"]["final"]) == {"val/loss", "train/loss", "train/tokens_per_s"}
     assert not (run_dir / "csv").exists() and not (run_dir / "wandb").exists()
 
 

@@ -32,6 +32,7 @@ class Task(L.LightningModule):
         self.forward_fn = torch.compile(model) if compile else model
         self.history: list[dict[str, float]] = []  # one entry per validation: {"step", "val/loss", ...}
         self.throughput: list[float] = []
+        self.last_train_loss = float("nan")
         self._last_step_time: float | None = None
         self._val_sums = torch.zeros(2)
 
@@ -42,6 +43,7 @@ class Task(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, items = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
+        self.last_train_loss = float(loss)
         now = time.perf_counter()
         if self._last_step_time is not None:
             rate = items * self.trainer.world_size / (now - self._last_step_time)
