@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,17 +16,44 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.checks import is_positive_int
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Flags after which Hydra prints information instead of running jobs.
 _INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
                "--package", "-p", "--shell-completion", "-sc", "--version")
 
 
-# Resolvers used by conf/config.yaml: a resumed run writes into its own dir, in a new .hydra subdir.
-OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh, replace=True)
-OmegaConf.register_new_resolver(
-    "hydra_subdir", lambda resume, now: f".hydra/resume-{now}" if resume else ".hydra", replace=True
-)
+_claimed: dict[str, str] = {}
+
+
+def claim_run_dir(resume: str | None, path: str) -> str:
+    """The run dir: ``resume`` when resuming, else ``path`` or ``path-1``, ``path-2``, …, whichever is
+    free first, created at once so that two runs started in the same second never share a directory.
+    Idempotent within a process (Hydra may resolve the key more than once)."""
+    if resume:
+        return resume
+    if path not in _claimed:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count():
+            candidate = path if i == 0 else f"{path}-{i}"
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue
+            _claimed[path] = candidate
+            break
+    return _claimed[path]
+
+
+def hydra_subdir(output_dir: str, now: str) -> str:
+    """Where Hydra writes its config files: ``.hydra``, or ``.hydra/<now>`` when the dir already has
+    one (a resumed run, a relaunched sweep), so an earlier run's files are never rewritten."""
+    return f".hydra/{now}" if (Path(output_dir) / ".hydra").exists() else ".hydra"
+
+
+OmegaConf.register_new_resolver("run_dir", claim_run_dir, replace=True)
+OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, replace=True)
 
 
 class ConfigError(Exception):
@@ -57,9 +86,9 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def positive_int(cfg: DictConfig, key: str) -> None:
+def _positive_int(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_positive_int(value):
         raise ConfigError(f"{key}={value!r} must be a positive integer")
 
 
@@ -75,6 +104,9 @@ def _check_trainer(cfg: DictConfig) -> None:
     import torch
 
     trainer = cfg.trainer
+    devices = trainer.get("devices")
+    if not (is_positive_int(devices) or devices == "auto" or OmegaConf.is_list(devices)):
+        raise ConfigError(f"trainer.devices={devices!r} must be a positive integer, a list of device ids or auto")
     wants_gpu = trainer.get("accelerator") in ("gpu", "cuda") or str(trainer.get("strategy")).startswith("fsdp")
     if wants_gpu and not torch.cuda.is_available():
         what = "trainer.strategy=fsdp" if str(trainer.get("strategy")).startswith("fsdp") else "trainer=gpu"
@@ -104,21 +136,74 @@ def _check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.wandb.mode={wandb.get('mode')!r}; choose one of {', '.join(modes)}")
 
 
-def check(cfg: DictConfig) -> None:
-    """Everything that can be checked without reading data or allocating weights."""
+def model_plan(cfg: DictConfig, vocab_size: int):
+    """(model factory, parametrization, μP plan) of a config; builds models on the meta device only."""
     import torch
 
-    for key in ("steps", "val_every", "ckpt_every", "log_every"):
-        positive_int(cfg, key)
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
+    from src.mup.plan import make_plan
+
+    param = build(cfg.parametrization, "parametrization")
+
+    def factory(**sizes):
+        return build(cfg.model, "model", vocab_size=vocab_size, **sizes)
+
+    with torch.device("meta"):  # the run-size model first, so its own errors name model.*
+        factory()
+    try:
+        plan = make_plan(factory, cfg.model.width, cfg.model.depth, cfg.model.get("head_dim"), param,
+                         plain(cfg.optimizer))
+    except (ValueError, ConfigError) as err:
+        raise ConfigError(f"parametrization={param.name} (base width {param.base_width}, base depth "
+                          f"{param.base_depth}): {one_line(err)}") from err
+    return factory, param, plan
+
+
+def _check_run_keys(cfg: DictConfig) -> None:
+    for key in ("steps", "val_every", "ckpt_every", "log_every", "sweep_metric.last_n"):
+        _positive_int(cfg, key)
+    for key in ("seed", "spectral_every"):
+        value = OmegaConf.select(cfg, key)
+        if not (is_positive_int(value) or value == 0):
+            raise ConfigError(f"{key}={value!r} must be a non-negative integer")
+    for key in ("compile", "print_plan"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]!r} must be true or false")
+    factor = cfg.divergence.factor
+    if not isinstance(factor, (int, float)) or factor <= 1:
+        raise ConfigError(f"divergence.factor={factor!r} must be a number > 1")
+    from hydra.utils import get_class
+
+    keys = get_class(cfg.task._target_).history_keys
+    if cfg.job == "train" and cfg.sweep_metric.key not in keys:
+        raise ConfigError(f"sweep_metric.key={cfg.sweep_metric.key!r}; this task records {', '.join(keys)}")
+
+
+def _check_model_fits_data(cfg: DictConfig) -> None:
+    max_len, seq_len = cfg.model.get("max_seq_len"), cfg.data.get("seq_len")
+    if isinstance(max_len, int) and isinstance(seq_len, int) and max_len < seq_len:
+        raise ConfigError(f"model.max_seq_len={max_len} is shorter than data.seq_len={seq_len}")
+
+
+def check(cfg: DictConfig):
+    """Everything that can be checked without reading data or allocating weights; returns the μP plan."""
+    import torch
+
+    from src.mup.optim import build_optimizer
+
+    _check_run_keys(cfg)
     _check_trainer(cfg)
     _check_optimizer(cfg)
     _check_scheduler(cfg)
     _check_logger(cfg)
-    data = build(cfg.data, "data")
-    with torch.device("meta"):  # free: shapes only
-        build(cfg.model, "model", vocab_size=data.vocab_size)
+    _check_model_fits_data(cfg)
+    factory, _, plan = model_plan(cfg, build(cfg.data, "data").vocab_size)
+    with torch.device("meta"):
+        model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
+    try:  # the optimizer validates its own arguments (betas, eps, momentum, unknown keys)
+        build_optimizer(model, plain(cfg.optimizer), plan)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"optimizer: {one_line(err)}") from err
+    return plan
 
 
 # --------------------------------------------------------------------------- preflight
@@ -142,8 +227,8 @@ def _composition_error(err: Exception) -> ConfigError:
     return ConfigError(one_line(err))
 
 
-def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override list of every job Hydra's basic sweeper would launch (one list without -m)."""
+def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, str]:
+    """(the override list of every job Hydra's basic sweeper would launch, multirun?, the launcher)."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -153,13 +238,14 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True).hydra
     multirun = multirun or hydra_cfg.mode == "MULTIRUN"
+    launcher = hydra_cfg.launcher._target_
     if not multirun:
-        return [overrides]
+        return [overrides], False, launcher
     if not hydra_cfg.sweeper._target_.endswith("BasicSweeper"):
-        return [fixed]  # other sweepers (Optuna) draw their values at run time
+        return [fixed], True, launcher  # other sweepers (Optuna) draw their values at run time
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + overrides)
-    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0], True, launcher
 
 
 def preflight(argv: Sequence[str]) -> None:
@@ -173,14 +259,29 @@ def preflight(argv: Sequence[str]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        jobs = _jobs(overrides, multirun)
+        jobs, multirun, launcher = _jobs(overrides, multirun)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             for job in jobs:
                 cfg = compose("config", overrides=job)
+                if multirun and str(cfg.trainer.strategy).startswith("ddp") and "submitit" not in launcher:
+                    raise ConfigError("trainer=ddp inside a multirun: each job would start its own processes "
+                                      "beside the sweep's; run DDP jobs one at a time (or on SLURM)")
                 if cfg.get("resume") is None:
                     check(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err) from None
+
+
+def compose_option(group: str, option: str) -> DictConfig:
+    """One option of a config group, composed with its defaults (inside a Hydra app or not)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [f"{group}={option}"]
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=overrides)[group]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)[group]
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -16,12 +16,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The config keys that change results. Paths, loggers, launchers, hardware and resume flags do not.
-HASH_SCOPE = ("task", "model", "parametrization", "optimizer", "scheduler", "data", "seed", "steps")
+# The config keys that change results. Paths, loggers, launchers and resume flags do not. The trainer
+# does: data.batch_size is per process, so the device count sets the global batch, and precision
+# changes the numbers.
+HASH_SCOPE = ("job", "task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer",
+              "seed", "steps")
 _NOT_RESULTS = {"cache_dir"}  # keys inside the scope that only say where files live
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -13,7 +13,9 @@ GROUPS = ("task", "model", "parametrization", "optimizer", "scheduler", "data", 
           "sweep", "budget", "experiment")
 NEEDS_GPU = {"trainer": {"gpu", "fsdp"}, "experiment": {"gpt2_124m"}}
 _HERE = Path(__file__)
-NEEDS_VALUES = {"data": {"text_files": f"data.paths=[{_HERE}]", "hf_text": f"data.name_or_path={_HERE}"}}
+UNTIED = "model.tie_head=false"  # μP arms need an untied readout
+NEEDS_VALUES = {"data": {"text_files": f"data.paths=[{_HERE}]", "hf_text": f"data.name_or_path={_HERE}"},
+                "parametrization": {"mup": UNTIED, "depth_mup": UNTIED, "completep": UNTIED}}
 
 
 def _options(group: str) -> list[str]:
@@ -48,8 +50,20 @@ def test_experiment_files_are_global_presets():
     (["model.width=100"], "model: width=100 is not divisible by head_dim=32; choose a width that is a multiple of 32"),
     (["model.depth=0"], "model: depth=0 must be a positive integer"),
     (["model.head_dim=-4"], "model: head_dim=-4 must be a positive integer"),
-    (["data.batch_size=0"], "data.batch_size=0 must be a positive integer"),
-    (["data.seq_len=-1"], "data.seq_len=-1 must be a positive integer"),
+    (["data.batch_size=0"], "data: batch_size=0 must be a positive integer"),
+    (["data.seq_len=-1"], "data: seq_len=-1 must be a positive integer"),
+    (["optimizer.betas=[0.9,1.5]"], "optimizer: Invalid beta parameter at index 1: 1.5"),
+    (["optimizer.eps=-1"], "optimizer: Invalid epsilon value: -1"),
+    (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer: Invalid momentum value: -1"),
+    (["+optimizer.foo=1"], "optimizer: AdamW.__init__() got an unexpected keyword argument 'foo'"),
+    (["model.max_seq_len=8"], "model.max_seq_len=8 is shorter than data.seq_len=128"),
+    (["trainer.devices=0"], "trainer.devices=0 must be a positive integer, a list of device ids or auto"),
+    ([f"data.tokenizer={Path(__file__)}"], f"data.tokenizer='{Path(__file__)}': not a Hugging Face tokenizer"),
+    (["sweep_metric.key=val/los"], "sweep_metric.key='val/los'; this task records val/loss"),
+    (["sweep_metric.last_n=0"], "sweep_metric.last_n=0 must be a positive integer"),
+    (["divergence.factor=0"], "divergence.factor=0 must be a number > 1"),
+    (["compile=maybe"], "compile='maybe' must be true or false"),
+    (["-m", "trainer=ddp", "seed=0,1"], "trainer=ddp inside a multirun"),
     (["steps=0"], "steps=0 must be a positive integer"),
     (["optimizer.lr=0"], "optimizer.lr=0 must be a number > 0"),
     (["scheduler.warmup=1.5"], "scheduler.warmup=1.5 must be a fraction in [0, 1]"),

@@ -101,6 +101,31 @@ def test_hf_text_from_a_local_jsonl_file(tmp_path):
         HFTextData(name_or_path=str(path), text_field="body", cache_dir=str(tmp_path / "c")).setup("fit")
 
 
+def test_hf_text_local_text_file_keeps_line_breaks_and_rejects_a_val_split(tmp_path):
+    path = tmp_path / "code.txt"
+    path.write_text("def f():\n    return 1\n" * 20)
+    data = HFTextData(name_or_path=str(path), seq_len=8, batch_size=2, val_batches=1, val_fraction=0.3,
+                      cache_dir=str(tmp_path / "cache"))
+    data.setup("fit")
+    assert b"def f():\n    return 1\n" in bytes(data.splits["train"])
+    with pytest.raises(ConfigError, match="data.val_split='test': code.txt is a single file"):
+        HFTextData(name_or_path=str(path), val_split="test", cache_dir=str(tmp_path / "c")).setup("fit")
+
+
+def test_hf_text_saved_dataset_dict_and_missing_paths(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["abc " * 20] * 40})}).save_to_disk(tmp_path / "saved")
+    with pytest.raises(ConfigError, match="no split 'validation'; it has train"):
+        HFTextData(name_or_path=str(tmp_path / "saved"), val_split="validation", cache_dir=str(tmp_path)).setup("fit")
+    data = HFTextData(name_or_path=str(tmp_path / "saved"), seq_len=8, batch_size=2, val_fraction=0.25,
+                      cache_dir=str(tmp_path / "c"))
+    data.setup("fit")
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 40 * 80
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        HFTextData(name_or_path="/no/such/file.jsonl", cache_dir=str(tmp_path)).setup("fit")
+
+
 def test_hf_text_hub_name_fails_fast_offline(tmp_path):
     data = HFTextData(name_or_path="someone/not-a-local-dataset", cache_dir=str(tmp_path))
     started = time.perf_counter()

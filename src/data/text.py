@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from src.checks import check_sizes
 from src.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,21 @@ class HFTokenizer:
 
         path = Path(path)
         files = [path] if path.is_file() else [path / "tokenizer.json"]
-        if files[0].is_file():
-            self._tok = Tokenizer.from_file(str(files[0]))
-        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-            files = [path / "vocab.json", path / "merges.txt"]
-            self._tok = ByteLevelBPETokenizer(str(files[0]), str(files[1]))
-        else:
-            raise ConfigError(
-                f"data.tokenizer={str(path)!r}: expected a tokenizer.json file, or a directory with "
-                "tokenizer.json or vocab.json + merges.txt"
-            )
+        try:
+            if files[0].is_file():
+                self._tok = Tokenizer.from_file(str(files[0]))
+            elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+                files = [path / "vocab.json", path / "merges.txt"]
+                self._tok = ByteLevelBPETokenizer(str(files[0]), str(files[1]))
+            else:
+                raise ConfigError(
+                    f"data.tokenizer={str(path)!r}: expected a tokenizer.json file, or a directory with "
+                    "tokenizer.json or vocab.json + merges.txt"
+                )
+        except ConfigError:
+            raise
+        except Exception as err:  # the tokenizers library raises plain Exceptions for unreadable files
+            raise ConfigError(f"data.tokenizer={str(path)!r}: not a Hugging Face tokenizer ({err})") from err
         self.vocab_size = self._tok.get_vocab_size()
         digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
         self.fingerprint = f"hf-{digest}"
@@ -156,19 +162,17 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 
 class TokenStreamData(L.LightningDataModule):
-    """Base class: subclasses define ``documents()`` and ``source_fingerprint()``."""
+    """Base class: subclasses define ``kind``, ``documents()`` and ``source_fingerprint()``."""
 
-    kind = "tokens"
+    kind: str
 
     def __init__(self, *, seq_len: int = 128, batch_size: int = 16, val_batches: int = 8,
                  val_fraction: float = 0.05, seed: int = 0, tokenizer: str | None = None,
                  cache_dir: str = ".cache/scaling-lab") -> None:
         super().__init__()
-        for key, value in dict(seq_len=seq_len, batch_size=batch_size, val_batches=val_batches).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"data.{key}={value!r} must be a positive integer")
+        check_sizes(seq_len=seq_len, batch_size=batch_size, val_batches=val_batches)
         if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction={val_fraction!r} must be strictly between 0 and 1")
+            raise ValueError(f"val_fraction={val_fraction!r} must be strictly between 0 and 1")
         self.seq_len, self.batch_size, self.val_batches = seq_len, batch_size, val_batches
         self.val_fraction, self.seed, self.cache_dir = val_fraction, seed, Path(cache_dir)
         self.tokenizer_path = tokenizer
@@ -343,30 +347,37 @@ class HFTextData(TokenStreamData):
     def _load(self, split: str):
         import datasets
 
+        key = f"data.name_or_path={self.name_or_path!r}"
         path = Path(self.name_or_path).expanduser()
+        looks_local = self.name_or_path.startswith(("/", ".", "~")) or path.suffix in self._BUILDERS
         try:
             if path.is_file():
+                if self.val_split is not None:
+                    raise ConfigError(f"data.val_split={self.val_split!r}: {path.name} is a single file with "
+                                      "one split; leave val_split null to split its rows")
                 builder = self._BUILDERS.get(path.suffix)
                 if builder is None:
-                    raise ConfigError(f"data.name_or_path={self.name_or_path!r}: unknown file type "
-                                      f"{path.suffix!r}; use one of {', '.join(self._BUILDERS)}")
-                return datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+                    raise ConfigError(f"{key}: unknown file type {path.suffix!r}; use one of {', '.join(self._BUILDERS)}")
+                options = {"keep_linebreaks": True} if builder == "text" else {}
+                return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **options)
             if path.is_dir() and any((path / f).exists() for f in ("state.json", "dataset_dict.json")):
                 saved = datasets.load_from_disk(str(path))
-                return saved[split] if isinstance(saved, datasets.DatasetDict) else saved
+                if not isinstance(saved, datasets.DatasetDict):
+                    return saved
+                if split not in saved:
+                    raise ConfigError(f"{key}: no split {split!r}; it has {', '.join(saved)}")
+                return saved[split]
+            if not path.exists() and looks_local:
+                raise ConfigError(f"{key}: no such file or directory")
             if not path.exists() and not _offline_env() and not hub_reachable():
-                raise ConfigError(
-                    f"data.name_or_path={self.name_or_path!r} is not a local path and the Hugging Face "
-                    "Hub is unreachable; pass a local path, or set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "
-                    "to use a cached copy"
-                )
-            return datasets.load_dataset(str(path) if path.exists() else self.name_or_path,
-                                         self.subset, split=split)
+                raise ConfigError(f"{key} is not a local path and the Hugging Face Hub is unreachable; pass a "
+                                  "local path, or set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to use a cached copy")
+            return datasets.load_dataset(str(path) if path.exists() else self.name_or_path, self.subset, split=split)
         except ConfigError:
             raise
         except (FileNotFoundError, ConnectionError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"data.name_or_path={self.name_or_path!r} (split {split!r}): {first}") from None
+            raise ConfigError(f"{key} (split {split!r}): {first}") from None
 
     def _splits(self) -> dict:
         if self._datasets is None:

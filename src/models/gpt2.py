@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.models.layers import Block, check_heads, check_sizes, make_norm
+from src.checks import check_sizes
+from src.models.layers import Block, check_heads, make_norm
 
 
 class GPT2(nn.Module):

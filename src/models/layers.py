@@ -16,13 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def check_sizes(**sizes: int) -> None:
-    """Raise ValueError naming the first argument that is not a positive integer."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
-
-
 def check_heads(width: int, head_dim: int) -> int:
     """Number of heads n_heads = width / head_dim; ValueError when it is not a whole number."""
     if width % head_dim:

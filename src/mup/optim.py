@@ -1,50 +1,177 @@
-"""Named parameter groups and the optimizer factory: the single place where per-group LRs are set.
+"""Optimizers as the μP rules see them, named parameter groups, and the optimizer factory.
 
-Under SP every group gets the base LR; weight decay applies to matrices and embedding tables (≥ 2-D),
-not to biases and norm gains, as in nanoGPT. Group names show up in LR monitors (``lr-AdamW/matrices``).
+Every optimizer implementation declares its family (``rules.FAMILIES``) and how its ε enters the
+update; the plan turns that into per-group LR, weight decay and ε. Parameter groups are named by role
+(``input``, ``hidden``, ``output``, ``vector``, ``finite``, with a ``branch.`` prefix inside residual
+blocks, and ``<Optimizer>/`` in hybrids), so LR monitors show ``lr-AdamW/branch.hidden``. Biases,
+norm gains and other vectors are never weight-decayed (nanoGPT's convention, for every parametrization).
+
+Gradient-norm clipping (``optimizer.grad_clip``) is a base HP carried as is: a global norm sums over
+all parameters, so it grows with the parameter count and is not width-invariant; keep it loose (or
+off) in transfer sweeps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import get_class
-from torch import nn
 
-# Keys of an optimizer config that are not constructor arguments of the torch optimizer.
-_NOT_KWARGS = ("_target_", "grad_clip")
+# Keys of an optimizer config that are not constructor arguments of the optimizer.
+_NOT_KWARGS = ("_target_", "grad_clip", "rest", "lr_ratio")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """SP groups: ``matrices`` (decayed) and ``vectors`` (not decayed), both at the base LR."""
-    groups: dict[str, dict[str, Any]] = {
-        "matrices": {"name": "matrices", "params": [], "param_names": [], "lr": lr, "weight_decay": weight_decay},
-        "vectors": {"name": "vectors", "params": [], "param_names": [], "lr": lr, "weight_decay": 0.0},
-    }
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            group = groups["matrices" if param.ndim >= 2 else "vectors"]
+@dataclass(frozen=True)
+class OptimizerRule:
+    """What the μP rules need to know about an optimizer implementation."""
+
+    family: str  # how its raw update direction scales (rules.FAMILIES)
+    eps_kind: str = "none"  # what its ε is added to (rules.EPS_KINDS)
+    eps_key: str | None = None  # the constructor argument holding ε
+    relative_step: bool = False  # step multiplied by RMS(W) (torch's Adafactor)
+    matrices_only: bool = False  # takes 2-D hidden matrices only; the rest goes to the ``rest`` optimizer
+
+
+_MUON_FAMILY = {None: "orthogonal", "original": "orthogonal", "match_rms_adamw": "kimi",
+                "spectral_unclamped": "spectral"}
+# pytorch_optimizer's LayerWiseGrafting (NONE, SGD, ADAGRAD, RMSPROP, SQRTN): a grafted Shampoo takes
+# its step size, hence its μP rule, from the graft.
+_GRAFT_FAMILY = {0: "orthogonal", 1: "gradient", 2: "sign", 3: "sign", 4: "sign"}
+
+RULES: dict[str, Any] = {
+    "torch.optim.SGD": OptimizerRule("gradient"),
+    "torch.optim.Adam": OptimizerRule("sign", "adam", "eps"),
+    "torch.optim.AdamW": OptimizerRule("sign", "adam", "eps"),
+    "torch.optim.Adafactor": OptimizerRule("sign", "adafactor", "eps", relative_step=True),
+    "torch.optim.Muon": lambda spec: OptimizerRule(_MUON_FAMILY[spec.get("adjust_lr_fn")], matrices_only=True),
+    "pytorch_optimizer.Lion": OptimizerRule("sign"),
+    "pytorch_optimizer.SOAP": OptimizerRule("orthogonal", "base", "eps"),  # its Adam ε: a base HP
+    "pytorch_optimizer.Shampoo": OptimizerRule("orthogonal", "shampoo", "matrix_eps"),
+    "pytorch_optimizer.ScalableShampoo": lambda spec: OptimizerRule(
+        _GRAFT_FAMILY[int(spec.get("graft_type", 1))], "shampoo", "matrix_eps"),
+}
+
+
+def optimizer_rule(spec: Mapping[str, Any], required: bool = True) -> OptimizerRule:
+    """The rule of ``spec['_target_']``; without one, an error when ``required`` (μP), else a rule that
+    only SP can use (one LR, ε left as configured)."""
+    target = spec["_target_"]
+    if target not in RULES:
+        if required:
+            raise ValueError(f"optimizer._target_={target} has no μP rule; use parametrization=sp or one "
+                             f"of {', '.join(sorted(RULES))}")
+        return OptimizerRule("unknown")
+    rule = RULES[target]
+    return rule(spec) if callable(rule) else rule
+
+
+@dataclass(frozen=True)
+class Part:
+    """One optimizer of a (possibly hybrid) optimizer config."""
+
+    name: str  # class name, used in group names
+    target: str
+    rule: OptimizerRule
+    lr: float
+    weight_decay: float
+    kwargs: dict[str, Any]
+
+
+def _part(spec: Mapping[str, Any], lr: float, required: bool) -> Part:
+    kwargs = {k: v for k, v in spec.items() if k not in (*_NOT_KWARGS, "lr", "weight_decay")}
+    return Part(spec["_target_"].rsplit(".", 1)[1], spec["_target_"], optimizer_rule(spec, required), lr,
+                spec.get("weight_decay", 0.0), kwargs)
+
+
+def optimizer_parts(spec: Mapping[str, Any], required: bool = True) -> list[Part]:
+    """The optimizer, plus for a matrices-only one (Muon) the ``rest`` optimizer at lr_ratio × lr."""
+    main, rest = _part(spec, spec["lr"], required), spec.get("rest")
+    if not main.rule.matrices_only:
+        return [main]
+    if rest is None:
+        raise ValueError(f"{main.target} only takes 2-D hidden matrices; give optimizer.rest "
+                         "(e.g. torch.optim.AdamW) for the other parameters")
+    return [main, _part(rest, spec["lr"] * rest.get("lr_ratio", 1.0), required)]
+
+
+def _scaled_eps(value: Any, mult: float) -> Any:
+    """ε × mult; for Adafactor's (ε₁, ε₂) only ε₁ (None means float32's machine epsilon)."""
+    if isinstance(value, (list, tuple)):
+        eps1 = torch.finfo(torch.float32).eps if value[0] is None else value[0]
+        return (eps1 * mult, *value[1:])
+    return value * mult
+
+
+class HybridOptimizer(torch.optim.Optimizer):
+    """Several optimizers stepping disjoint parameter groups as one (Muon on hidden matrices, AdamW on
+    the rest). Written here because torch has no such wrapper and Lightning's automatic optimization
+    takes one optimizer; the group dicts are shared, so LR schedulers and monitors see every group."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        super().__init__([g for opt in optimizers for g in opt.param_groups], defaults={})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for opt, state in zip(self.optimizers, state_dict["optimizers"]):
+            opt.load_state_dict(state)
+
+
+def unwrap_name(name: str) -> str:
+    """The parameter name inside DDP/FSDP/compile wrappers."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
+
+
+def build_optimizer(model: torch.nn.Module, spec: Mapping[str, Any], plan) -> torch.optim.Optimizer:
+    """One optimizer per part over the plan's named groups; a HybridOptimizer when there are two."""
+    rows = {row.name: row for row in plan.rows}
+    optimizers = []
+    for part in optimizer_parts(spec, required=False):
+        groups: dict[str, dict[str, Any]] = {}
+        for name, param in model.named_parameters():
+            row = rows[unwrap_name(name)]
+            if row.part != part.name or not param.requires_grad:
+                continue
+            group = groups.setdefault(row.group, {"name": row.group, "params": [], "param_names": [],
+                                                   "lr": part.lr * row.lr_mult,
+                                                   "weight_decay": part.weight_decay * row.wd_mult})
+            if part.rule.eps_key is not None and row.eps_mult is not None:
+                group[part.rule.eps_key] = _scaled_eps(part.kwargs[part.rule.eps_key], row.eps_mult)
             group["params"].append(param)
             group["param_names"].append(name)
-    return [g for g in groups.values() if g["params"]]
-
-
-def build_optimizer(model: nn.Module, spec: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """Instantiate ``spec['_target_']`` on the named groups of ``model``; other keys are its kwargs."""
-    kwargs = {k: v for k, v in spec.items() if k not in _NOT_KWARGS}
-    cls = get_class(spec["_target_"])
-    groups = param_groups(model, kwargs.pop("lr"), kwargs.pop("weight_decay", 0.0))
-    return cls(groups, lr=groups[0]["lr"], **kwargs)
+        cls = get_class(part.target)
+        optimizers.append(cls(list(groups.values()), lr=part.lr, **part.kwargs))
+    return optimizers[0] if len(optimizers) == 1 else HybridOptimizer(optimizers)
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """The plan as data: one row per group with its size and base hyperparameters (LR before any schedule)."""
+    """One row per group with its size and base hyperparameters (LR before any schedule)."""
     rows = []
     for group in optimizer.param_groups:
         row = {"name": group.get("name"), "tensors": len(group["params"]),
                "numel": sum(p.numel() for p in group["params"]), "lr": group.get("initial_lr", group["lr"])}
-        row.update({k: v for k, v in group.items() if k in ("weight_decay", "eps")})
+        row.update({k: v for k, v in group.items() if k in ("weight_decay", "eps", "matrix_eps")})
         rows.append(row)
     return rows

@@ -17,24 +17,31 @@ import torch
 from torch import nn
 
 from src.mup.optim import build_optimizer
+from src.mup.plan import Plan
 
 
 class Task(L.LightningModule):
-    item_name = "items"
+    item_name = "items"  # what throughput counts
+    history_keys = ("val/loss",)  # what each validation records (sweep_metric.key must be one)
 
-    def __init__(self, model: nn.Module, optimizer: Mapping[str, Any],
+    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any],
                  scheduler: Callable[..., float], steps: int, compile: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.plan = model, plan
         self.optimizer_spec = dict(optimizer)
         self.schedule, self.steps = scheduler, steps
-        # Compile the forward only: self.model keeps its parameter names for checkpoints and groups.
-        self.forward_fn = torch.compile(model) if compile else model
+        # Compile the bound forward, not the module: a compiled module would register as a second
+        # submodule (every weight twice in checkpoints) and rename parameters (_orig_mod.).
+        self._compiled = torch.compile(model.forward) if compile else None
         self.history: list[dict[str, float]] = []  # one entry per validation: {"step", "val/loss", ...}
-        self.throughput: list[float] = []
-        self.last_train_loss = float("nan")
+        self.last_train_loss: torch.Tensor | None = None
+        self.rate_sum, self.rate_count = 0.0, 0  # items/s over training steps (first of a segment excluded)
+        self.elapsed_before = 0.0  # seconds spent in earlier segments of a resumed run
+        self._segment_start = time.time()
         self._last_step_time: float | None = None
-        self._val_sums = torch.zeros(2)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return (self._compiled or self.model)(*args, **kwargs)
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, int]:
         raise NotImplementedError
@@ -43,17 +50,24 @@ class Task(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, items = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        self.last_train_loss = float(loss)
+        self.last_train_loss = loss.detach()
         now = time.perf_counter()
         if self._last_step_time is not None:
             rate = items * self.trainer.world_size / (now - self._last_step_time)
-            self.throughput.append(rate)
+            self.rate_sum, self.rate_count = self.rate_sum + rate, self.rate_count + 1
             self.log(f"train/{self.item_name}_per_s", rate)
         self._last_step_time = now
         return loss
 
+    def on_train_start(self) -> None:
+        self._segment_start = time.time()
+
+    def elapsed_s(self) -> float:
+        """Training wall time over every segment of a (resumed) run."""
+        return self.elapsed_before + time.time() - self._segment_start
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model, self.optimizer_spec)
+        optimizer = build_optimizer(self.model, self.optimizer_spec, self.plan)
         factor = functools.partial(self.schedule, total=self.steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -74,16 +88,22 @@ class Task(L.LightningModule):
             self.history.append({"step": self.global_step, "val/loss": val_loss})
         self._last_step_time = None  # do not count validation time as a training step
 
-    # -- exact resume: evaluation history and the global RNG (dropout) travel with the checkpoint
+    # -- exact resume: evaluation history and the global RNG (dropout) travel with the checkpoint,
+    #    and the μP plan goes along for the record (loading never re-initialises or re-scales)
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["scaling_lab"] = {"history": self.history, "rng": rng}
+        checkpoint["scaling_lab"] = {
+            "history": self.history, "rng": rng, "plan": self.plan.to_dict(), "elapsed_s": self.elapsed_s(),
+            "last_train_loss": self.last_train_loss, "rate": (self.rate_sum, self.rate_count),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["scaling_lab"]
-        self.history = state["history"]
+        self.history, self.last_train_loss, self.elapsed_before = (
+            state["history"], state["last_train_loss"], state["elapsed_s"])
+        self.rate_sum, self.rate_count = state["rate"]
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])

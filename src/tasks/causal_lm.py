@@ -12,6 +12,6 @@ class CausalLMTask(Task):
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         x, y = batch
-        logits = self.forward_fn(x)
+        logits = self(x)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         return loss, y.numel()

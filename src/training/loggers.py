@@ -39,6 +39,14 @@ def build_loggers(spec: Mapping[str, Any], run_dir: Path, run_name: str, config:
     return loggers
 
 
+def log_plan(loggers: list[Logger], plan) -> None:
+    """The μP plan as a table, to every logger that takes tables (W&B)."""
+    columns = list(plan.rows[0].__dataclass_fields__) if plan.rows else []
+    for logger in loggers:
+        if hasattr(logger, "log_table"):
+            logger.log_table("mup/plan", columns=columns, data=[[getattr(r, c) for c in columns] for r in plan.rows])
+
+
 def finish_loggers(loggers: list[Logger]) -> None:
     """Close the W&B run so the next in-process job starts a fresh one."""
     for logger in loggers:

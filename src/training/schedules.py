@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 
 
+def warmup_steps(total: int, warmup: float = 0.0) -> int:
+    return math.ceil(warmup * total)
+
+
 def _warmup(step: int, total: int, warmup: float) -> float | None:
-    steps = math.ceil(warmup * total)
+    steps = warmup_steps(total, warmup)
     return (step + 1) / steps if step < steps else None
 
 
@@ -25,7 +29,7 @@ def cosine(step: int, total: int, warmup: float = 0.1, final_ratio: float = 0.1)
     """Half-cosine from 1 to ``final_ratio`` between the end of warmup and the last step."""
     if (w := _warmup(step, total, warmup)) is not None:
         return w
-    start = math.ceil(warmup * total)
+    start = warmup_steps(total, warmup)
     progress = min(1.0, (step - start) / max(1, total - start))
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -34,12 +38,8 @@ def wsd(step: int, total: int, warmup: float = 0.1, decay: float = 0.2, final_ra
     """Warmup–stable–decay: 1 until the last ``decay`` fraction, then linear to ``final_ratio``."""
     if (w := _warmup(step, total, warmup)) is not None:
         return w
-    decay_start = total - math.ceil(decay * total)
+    decay_start = total - warmup_steps(total, decay)
     if step < decay_start:
         return 1.0
     progress = min(1.0, (step - decay_start + 1) / max(1, total - decay_start))
     return 1.0 + (final_ratio - 1.0) * progress
-
-
-def warmup_steps(total: int, warmup: float = 0.0) -> int:
-    return math.ceil(warmup * total)

@@ -11,15 +11,20 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from src.config import build
+from src.mup.plan import Plan
+from src.mup.spectral import SpectralMonitor
+from src.runs import last_checkpoint
 from src.training.callbacks import AtomicCheckpointIO, DivergenceGuard, LastCheckpoint, LinePrinter
 from src.training.schedules import warmup_steps
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger]) -> tuple[L.Trainer, DivergenceGuard]:
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], plan: Plan) -> tuple[L.Trainer, DivergenceGuard]:
     guard = DivergenceGuard(cfg.divergence.factor, warmup_steps(cfg.steps, cfg.scheduler.get("warmup", 0.0)))
-    callbacks = [guard, LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.ckpt_every)]
+    callbacks = [guard, LastCheckpoint(last_checkpoint(run_dir), cfg.ckpt_every)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # one curve per named group
+        if cfg.spectral_every:
+            callbacks.append(SpectralMonitor(plan, cfg.spectral_every))
     tty = sys.stdout.isatty()
     callbacks.append(TQDMProgressBar() if tty else LinePrinter(cfg.log_every))
     trainer = build(

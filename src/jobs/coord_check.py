@@ -1,0 +1,67 @@
+"""The coordinate-check job: one run that loops over arms, sizes and seeds (see src/mup/coord_check.py).
+
+Config: ``coord_check.arms`` (parametrization options), ``parametrization`` (settings applied to every
+arm, e.g. zero-init readout and query), ``widths`` (at ``base_depth``), ``depths`` (at ``base_width``),
+``seeds``, ``steps``, ``judge_step``, ``threshold``, ``plot_steps`` and the module ``probes``. Every model takes ``steps`` optimizer steps (the ``optimizer`` group at a constant
+LR) on the first training batch of ``data``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import build, compose_option, model_plan, plain
+from src.mup import coord_check as cc
+from src.mup.optim import build_optimizer
+from src.mup.plan import build_model
+from src.runs import RunRecord, config_hash
+
+log = logging.getLogger("src.coord_check")
+
+
+def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int, batch, vocab_size: int):
+    spec = cfg.coord_check
+    sized = OmegaConf.merge(cfg, {"model": {"width": width, "depth": depth}, "parametrization": arm})
+    factory, param, plan = model_plan(sized, vocab_size)
+    torch.manual_seed(seed)
+    model = build_model(factory, plan, param)
+    task = build(cfg.task, "task", _partial_=True)(model=model, plan=plan, optimizer=plain(cfg.optimizer),
+                                                    scheduler=None, steps=spec.steps)
+    optimizer = build_optimizer(model, plain(cfg.optimizer), plan)
+    probe = cc.Probe(model, spec.probes, plan.model_kwargs["branch_mult"])
+    stats = cc.trajectory(lambda: task.loss(batch)[0], optimizer, probe, spec.steps)
+    probe.remove()
+    return stats
+
+
+def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
+    spec = cfg.coord_check
+    data = build(cfg.data, "data")
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    rows = []
+    for arm_name in spec.arms:
+        arm = OmegaConf.merge(compose_option("parametrization", arm_name), spec.parametrization,
+                              {"base_width": spec.base_width, "base_depth": spec.base_depth})
+        for axis, sizes in (("width", spec.widths), ("depth", spec.depths)):
+            for size in sizes:
+                width, depth = (size, spec.base_depth) if axis == "width" else (spec.base_width, size)
+                for seed in spec.seeds:
+                    stats = _measure(cfg, arm, width, depth, seed, batch, data.vocab_size)
+                    rows += [{"arm": arm_name, "axis": axis, "size": size, "seed": seed, "step": step,
+                              "quantity": q, "value": v} for step, values in enumerate(stats) for q, v in values.items()]
+        log.info("coordinate check: %s done", arm_name)
+    result = cc.save(rows, spec.judge_step, spec.threshold, spec.plot_steps, run_dir)
+    log.info("%s", cc.report(result["slopes"], result["verdict"], spec.judge_step, spec.threshold))
+    worst = {f"max_abs_slope/{arm}/{axis}": max(abs(q[k]) for k in cc.JUDGED if k in q)
+             for arm, axes in result["slopes"].items() for axis, q in axes.items()}
+    resolved = plain(cfg)
+    return RunRecord(status="ok", config=resolved, config_hash=config_hash(resolved),
+                     metrics={"final": worst, "best": {}}, sweep_metric=math.nan,
+                     steps=spec.steps, wall_time_s=time.time() - started)

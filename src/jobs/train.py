@@ -1,0 +1,73 @@
+"""The training job: build data, model (with its μP plan), task and trainer from a config; fit; record."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import build, model_plan, plain
+from src.mup.optim import describe_groups
+from src.mup.plan import Plan, build_model
+from src.runs import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last
+from src.training.loggers import build_loggers, finish_loggers, log_plan
+from src.training.trainer import build_trainer
+
+
+def plan_summary(plan: Plan, optimizer) -> dict:
+    """The plan in metrics.json: sizes, ratios, model multipliers and the optimizer's groups."""
+    summary = {k: getattr(plan, k) for k in ("parametrization", "width", "depth", "base_width", "base_depth",
+                                             "r_n", "r_L", "model_kwargs")}
+    summary["groups"] = describe_groups(optimizer) if optimizer is not None else plan.groups()
+    return summary
+
+
+def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
+    """metrics (final and best) and the sweep metric from a task's validation history."""
+    history = task.history
+    final = dict(history[-1]) if history else {}
+    final.pop("step", None)
+    if task.last_train_loss is not None:
+        final["train/loss"] = float(task.last_train_loss)
+    if task.rate_count:
+        final[f"train/{task.item_name}_per_s"] = task.rate_sum / task.rate_count
+    keys = {k for h in history for k in h if k != "step"}
+    best = {k: min(h[k] for h in history if k in h) for k in keys}
+    key, last_n = cfg.sweep_metric.key, cfg.sweep_metric.last_n
+    metric = mean_of_last(history, key, last_n) if status == "ok" else math.inf
+    return {"final": final, "best": best}, metric
+
+
+def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
+    """Build data, model, task and trainer from ``cfg``; fit; return the run's record."""
+    L.seed_everything(cfg.seed, verbose=False)  # model init; data and noise use their own generators
+    data = build(cfg.data, "data")
+    factory, param, plan = model_plan(cfg, data.vocab_size)
+    data.setup("fit")
+    model = build_model(factory, plan, param)
+    make_task = build(cfg.task, "task", _partial_=True)  # objects are passed to the partial, not via OmegaConf
+    task = make_task(model=model, plan=plan, optimizer=plain(cfg.optimizer),
+                     scheduler=build(cfg.scheduler, "scheduler"), steps=cfg.steps, compile=cfg.compile)
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name, {**plain(cfg), "plan": plan_summary(plan, None)})
+    log_plan(loggers, plan)
+    trainer, guard = build_trainer(cfg, run_dir, loggers, plan)
+    if trainer.is_global_zero and not (run_dir / CONFIG_FILE).exists():
+        OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
+    checkpoint = last_checkpoint(run_dir)
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=checkpoint if cfg.resume and checkpoint.exists() else None)
+        status = "diverged" if guard.diverged_at is not None else "ok"
+        if status == "ok" and (not task.history or task.history[-1]["step"] != trainer.global_step):
+            trainer.validate(task, datamodule=data, verbose=False)
+        trainer.save_checkpoint(checkpoint, weights_only=False)
+    finally:
+        finish_loggers(loggers)
+    metrics, sweep_metric = summarize(task, status, cfg)
+    resolved = plain(cfg)
+    return RunRecord(status=status, config=resolved, config_hash=config_hash(resolved), metrics=metrics,
+                     sweep_metric=sweep_metric, steps=trainer.global_step,
+                     wall_time_s=task.elapsed_before + time.time() - started,
+                     plan=plan_summary(plan, trainer.optimizers[0]))

@@ -1,0 +1,191 @@
+"""Coordinate check over width and depth: activation sizes after a few large-LR steps on one batch.
+
+For every arm (parametrization) and axis (widths at the base depth, depths at the base width), each
+model takes ``steps`` optimizer steps on one fixed batch at a deliberately large constant LR, for
+several seeds. After every step it records the RMS of the embedding output, the residual stream after
+the first block, after L/2 blocks and after the last block, the final hidden state, the logits, L·RMS(m·F) of the residual
+branches (m the branch multiplier, averaged over blocks and branches) and the middle block's inner
+pre-activation (e.g. W_up h) — each as a value (``<name>``) and as its change from step 0
+(``<name>_delta``). A quantity's slope is the least-squares slope of log RMS (averaged over seeds)
+against log size; an arm passes an axis when every judged quantity has |slope| ≤ ``threshold`` at
+``judge_step`` (reference/width_depth.md §5).
+
+Judged (reference/width_depth.md §5a-b): the embedding, the last block's stream h_L and its change
+(what Zheng et al. measure), the final hidden state, the logits and their change, and L·‖Δ(m·F)‖
+(flat for every correct depth scheme). The streams after the first block and after L/2 blocks are
+recorded, not judged: after one block the stream is h_0 + m·F_1 with m = 1/r_L, which shrinks with L
+by design, and the stream after L/2 blocks converges to its depth limit only at rate O(1/L)
+(experiments/coord_check/README.md measures both).
+
+The probes are module names given by the config (the model file knows nothing about this check):
+``embedding`` (module whose output is the embedding), ``blocks`` (the ModuleList of residual blocks),
+``final`` (the module giving the final hidden state), ``branches`` (submodules of a block whose
+outputs are its residual branches) and ``preact`` (submodule of a block giving the inner
+pre-activation).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+JUDGED = ("embedding", "block_last", "block_last_delta", "final", "logits", "logits_delta", "branch_delta")
+RECORDED = ("embedding", "block_first", "block_mid", "block_last", "final", "logits", "branch", "preact")
+
+
+def rms(x: torch.Tensor) -> float:
+    return float(x.detach().float().pow(2).mean().sqrt())
+
+
+class Probe:
+    """Forward hooks that keep the outputs of the configured modules of one model."""
+
+    def __init__(self, model: nn.Module, probes: Mapping[str, Any], branch_mult: float) -> None:
+        blocks = model.get_submodule(probes["blocks"])
+        self.depth, self.branch_mult = len(blocks), branch_mult
+        mid = max(0, self.depth // 2 - 1)  # the stream after L/2 blocks: relative depth ½ at every L
+        named = {"embedding": model.get_submodule(probes["embedding"]), "block_first": blocks[0],
+                 "block_mid": blocks[mid], "block_last": blocks[-1],
+                 "final": model.get_submodule(probes["final"]), "logits": model,
+                 "preact": blocks[mid].get_submodule(probes["preact"])}
+        named |= {f"branch.{i}.{name}": block.get_submodule(name)
+                  for i, block in enumerate(blocks) for name in probes["branches"]}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.initial: dict[str, torch.Tensor] | None = None
+        self.handles = [module.register_forward_hook(self._keep(key)) for key, module in named.items()]
+
+    def _keep(self, key: str) -> Callable:
+        def hook(module, args, output):
+            self.outputs[key] = output.detach().clone()
+        return hook
+
+    def measure(self, forward: Callable[[], Any]) -> dict[str, float]:
+        """One forward pass; every recorded quantity's RMS and the RMS of its change from the first call."""
+        self.outputs = {}
+        with torch.no_grad():
+            forward()
+        if self.initial is None:
+            self.initial = self.outputs
+        stats = {}
+        for key in RECORDED:
+            keys = [k for k in self.outputs if k.startswith("branch.")] if key == "branch" else [key]
+            scale = self.depth * self.branch_mult if key == "branch" else 1.0
+            stats[key] = scale * sum(rms(self.outputs[k]) for k in keys) / len(keys)
+            stats[f"{key}_delta"] = scale * sum(rms(self.outputs[k] - self.initial[k]) for k in keys) / len(keys)
+        return stats
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def slope(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of log(value) against log(size)."""
+    xs = [math.log(s) for s in sizes]
+    ys = [math.log(max(v, 1e-30)) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def fit_slopes(rows: list[dict[str, Any]], step: int) -> dict[str, dict[str, dict[str, float]]]:
+    """arm → axis → quantity → slope at ``step``: the log-log fit of the RMS's geometric mean over seeds
+    (the mean of log RMS, the natural average for a log-log fit and robust to one outlying seed)."""
+    means: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["step"] == step:
+            means[(r["arm"], r["axis"], r["quantity"], r["size"])].append(r["value"])
+    table: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for (arm, axis, quantity, size), values in means.items():
+        table[(arm, axis, quantity)][size] = math.exp(sum(math.log(max(v, 1e-30)) for v in values) / len(values))
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for (arm, axis, quantity), by_size in table.items():
+        sizes = sorted(by_size)
+        out[arm][axis][quantity] = slope(sizes, [by_size[s] for s in sizes])
+    return {arm: dict(axes) for arm, axes in out.items()}
+
+
+def verdicts(slopes: Mapping[str, Mapping[str, Mapping[str, float]]], threshold: float) -> dict[str, str]:
+    """``"<arm>/<axis>"`` → pass when every judged quantity has |slope| ≤ threshold, else fail."""
+    return {f"{arm}/{axis}": "pass" if all(abs(q[k]) <= threshold for k in JUDGED if k in q) else "fail"
+            for arm, axes in slopes.items() for axis, q in axes.items()}
+
+
+def trajectory(loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, probe: Probe,
+               steps: int) -> list[dict[str, float]]:
+    """Probe values after 0, 1, ..., ``steps`` optimizer steps on the batch ``loss_fn`` uses."""
+    stats = [probe.measure(loss_fn)]
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+        stats.append(probe.measure(loss_fn))
+    return stats
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["arm", "axis", "size", "seed", "step", "quantity", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict[str, Any]], steps: Sequence[int], path: Path) -> None:
+    """One row of panels per (arm, axis), one panel per step; log-log, one line per quantity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        series[(r["arm"], r["axis"], r["step"], r["quantity"])][r["size"]].append(r["value"])
+    panels = sorted({(r["arm"], r["axis"]) for r in rows}, key=lambda p: (p[1], p[0]))
+    fig, axes = plt.subplots(len(panels), len(steps), figsize=(3.2 * len(steps), 2.6 * len(panels)),
+                             squeeze=False, sharey="row")
+    for i, (arm, axis) in enumerate(panels):
+        for j, step in enumerate(steps):
+            ax = axes[i][j]
+            for quantity in (*JUDGED, "block_first", "block_mid_delta", "preact_delta"):
+                by_size = series.get((arm, axis, step, quantity))
+                if by_size:
+                    sizes = sorted(by_size)
+                    ax.plot(sizes, [sum(by_size[s]) / len(by_size[s]) for s in sizes], marker="o", ms=3,
+                            label=quantity, ls="-" if quantity in JUDGED else "--")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{arm}, {axis}, step {step}", fontsize=9)
+            ax.set_xlabel(axis, fontsize=8)
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(slopes: Mapping, verdict: Mapping[str, str], judge_step: int, threshold: float) -> str:
+    lines = [f"coordinate check: slopes of log RMS vs log size at step {judge_step} (pass: |slope| <= {threshold})"]
+    for arm, axes in slopes.items():
+        for axis, q in axes.items():
+            shown = ", ".join(f"{k} {q[k]:+.2f}" for k in (*JUDGED, "block_first", "block_mid_delta", "preact_delta"))
+            lines.append(f"  {arm:10s} {axis:6s} {verdict[f'{arm}/{axis}']:4s}  {shown}")
+    return "\n".join(lines)
+
+
+def save(rows: list[dict[str, Any]], judge_step: int, threshold: float, plot_steps: Sequence[int],
+         out_dir: Path) -> dict[str, Any]:
+    """coord_check.csv, coord_check.png and coord_check.json (slopes and verdicts) in ``out_dir``."""
+    slopes = fit_slopes(rows, judge_step)
+    verdict = verdicts(slopes, threshold)
+    write_csv(rows, out_dir / "coord_check.csv")
+    plot(rows, plot_steps, out_dir / "coord_check.png")
+    result = {"judge_step": judge_step, "threshold": threshold, "judged": list(JUDGED),
+              "slopes": slopes, "verdict": verdict}
+    (out_dir / "coord_check.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,189 @@
+"""The μP plan: every parameter's role and multipliers as plain data, and the model built from it.
+
+    plan = make_plan(factory, width, depth, head_dim, parametrization, optimizer_spec)
+    model = build_model(factory, plan, parametrization)
+
+The plan is keyed by parameter name, so it survives DDP/FSDP wrapping, ``torch.compile`` and
+checkpoint reloads (the weights come from the checkpoint; nothing is re-initialised or re-scaled).
+At the base size every multiplier is 1 and the model is exactly the SP model with the same settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from src.mup.init import init_stds, record_init, rescale
+from src.mup.optim import optimizer_parts
+from src.mup.rules import DEPTH_RULES, ONE, Rule, rule
+from src.mup.shapes import ModelFactory, infer_roles, normalize, tied_conflicts
+
+@dataclass
+class Parametrization:
+    """A ``conf/parametrization`` option. The α's are the base HPs that μTransfer carries."""
+
+    name: str = "sp"
+    width_rule: bool = False  # μP width scaling; False: SP (one LR, the model's own init)
+    depth_rule: str | None = None  # None | "k1" (Depth-μP: branch 1/√r_L) | "k2" (CompleteP: branch 1/r_L)
+    base_width: int | None = None
+    base_depth: int | None = None
+    base_head_dim: int | None = None  # None: the model's head_dim (width grows by adding heads)
+    embed_mult: float = 1.0  # α_in on the embedding output
+    branch_mult: float = 1.0  # α on every residual branch (× 1/r_L^β)
+    readout_mult: float = 1.0  # α_out on the logits (× 1/r_n)
+    attn_mult: float = 1.0  # α_attn on the attention logits (× √d_base/d_head; SP: 1/√d_head)
+    zero_readout: bool = False  # zero-initialise every output-role parameter
+    zero_init: list[str] = field(default_factory=list)  # normalised names to zero-initialise (the query, ...)
+
+    def __post_init__(self) -> None:
+        if self.depth_rule not in DEPTH_RULES:
+            raise ValueError(f"depth_rule={self.depth_rule!r}; choose null, k1 or k2")
+        if self.depth_rule and not self.width_rule:
+            raise ValueError("a depth_rule needs width_rule=true")
+        for key in ("base_width", "base_depth"):
+            value = getattr(self, key)
+            if self.width_rule and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{key}={value!r}: {self.name} needs a positive base size")
+
+
+@dataclass
+class PlanRow:
+    name: str
+    key: str  # the name with depth-repeated block indices replaced by * (blocks.*.attn.q.weight)
+    group: str  # parameter-group name
+    part: str  # the optimizer (class name) that updates it
+    label: str
+    in_branch: bool
+    init_mult: float
+    forward_mult: float
+    lr_mult: float
+    wd_mult: float
+    eps_mult: float | None
+    rule: str  # the multipliers as powers of r_n and r_L, for reading
+
+
+@dataclass
+class Plan:
+    parametrization: str
+    width: int
+    depth: int
+    base_width: int
+    base_depth: int
+    r_n: float
+    r_L: float
+    model_kwargs: dict[str, float]  # the scalars the model receives
+    depth_containers: list[str]  # the module lists that repeat with depth
+    rows: list[PlanRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """One entry per parameter group: its multipliers and members (for metrics.json)."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.rows:
+            entry = out.setdefault(row.group, {k: getattr(row, k) for k in (
+                "group", "part", "label", "in_branch", "init_mult", "lr_mult", "wd_mult", "eps_mult", "rule")})
+            entry.setdefault("params", []).append(row.name)
+        return list(out.values())
+
+    def table(self) -> str:
+        head = (f"plan: {self.parametrization}  width {self.width} (base {self.base_width}, r_n {self.r_n:g})  "
+                f"depth {self.depth} (base {self.base_depth}, r_L {self.r_L:g})\n"
+                f"model multipliers: " + ", ".join(f"{k}={v:.6g}" for k, v in self.model_kwargs.items()))
+        cols = ("name", "group", "label", "init_mult", "forward_mult", "lr_mult", "wd_mult", "eps_mult", "rule")
+        lines = [[str(c) for c in cols]] + [[_fmt(getattr(r, c)) for c in cols] for r in self.rows]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
+        return head + "\n" + "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _base_sizes(param: Parametrization, width: int, depth: int) -> tuple[int, int]:
+    return (param.base_width or width, param.base_depth or depth)
+
+
+def model_multipliers(param: Parametrization, r_n: float, r_L: float, head_dim: int | None) -> dict[str, float]:
+    """embed_mult, branch_mult, readout_mult and attn_scale for the model constructor."""
+    beta = float(DEPTH_RULES[param.depth_rule])
+    kwargs = {
+        "embed_mult": param.embed_mult,
+        "branch_mult": param.branch_mult * r_L**-beta,
+        "readout_mult": param.readout_mult / (r_n if param.width_rule else 1.0),
+    }
+    if head_dim is not None:
+        d_base = param.base_head_dim or head_dim
+        scale = math.sqrt(d_base) / head_dim if param.width_rule else 1.0 / math.sqrt(head_dim)
+        kwargs["attn_scale"] = param.attn_mult * scale
+    return kwargs
+
+
+def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | None,
+              param: Parametrization, optimizer: Mapping[str, Any]) -> Plan:
+    """Roles from shapes, multipliers from the spectral rules, for one model size and optimizer."""
+    base_width, base_depth = _base_sizes(param, width, depth)
+    r_n, r_L = width / base_width, depth / base_depth
+    kwargs = model_multipliers(param, r_n, r_L, head_dim)
+    with torch.device("meta"):
+        model = factory(width=width, depth=depth, **kwargs)
+    roles, containers = infer_roles(factory, (base_width, base_depth), model)
+    if param.width_rule and (pairs := tied_conflicts(model, roles)):
+        a, b = pairs[0]
+        raise ValueError(f"{a} is shared with {b} ({roles[a].label} and {roles[b].label}); "
+                         f"{param.name} needs an untied readout (set model.tie_head=false)")
+    parts = optimizer_parts(optimizer, required=param.width_rule)
+    rows = []
+    for name, p in model.named_parameters():
+        role = roles[name]
+        part = parts[0] if not parts[0].rule.matrices_only or (role.label == "hidden" and p.ndim == 2) else parts[1]
+        if param.width_rule:
+            r = rule(role.label, role.in_branch, part.rule.family, param.depth_rule,
+                     part.rule.eps_kind, part.rule.relative_step)
+        else:
+            r = Rule(init=ONE, forward=ONE, lr=ONE, wd=ONE, eps=ONE if part.rule.eps_key else None)
+        value = lambda power: power.value(r_n, r_L)  # noqa: E731
+        decays = role.label in ("input", "hidden", "output")
+        group = role.group if len(parts) == 1 else f"{part.name}/{role.group}"
+        rows.append(PlanRow(
+            name=name, key=normalize(name, containers), group=group, part=part.name, label=role.label, in_branch=role.in_branch,
+            init_mult=value(r.init), forward_mult=value(r.forward), lr_mult=value(r.lr),
+            wd_mult=value(r.wd) if decays else 0.0, eps_mult=value(r.eps) if r.eps is not None else None,
+            rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {r.eps if r.eps else '-'}",
+        ))
+    return Plan(param.name, width, depth, base_width, base_depth, r_n, r_L, kwargs, sorted(containers), rows)
+
+
+def build_model(factory: ModelFactory, plan: Plan, param: Parametrization) -> nn.Module:
+    """The model at the plan's size with its multipliers; under μP each tensor's init is rescaled to
+    its base-size SP std × init multiplier (see init.py)."""
+    with record_init() as recorded:
+        model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
+    current = init_stds(model, recorded)
+    targets = {row.name: current[row.name] for row in plan.rows}
+    if param.width_rule:
+        targets.update(_base_targets(factory, plan))
+    for row in plan.rows:
+        if (param.zero_readout and row.label == "output") or row.key in param.zero_init:
+            targets[row.name] = 0.0
+    rescale(model, targets, current)
+    return model
+
+
+def _base_targets(factory: ModelFactory, plan: Plan) -> dict[str, float]:
+    """Target std per parameter: the SP std of its base-size twin × its init multiplier."""
+    with torch.random.fork_rng(), record_init() as recorded:  # leaves the run's RNG stream untouched
+        base = factory(width=plan.base_width, depth=plan.base_depth)
+    base_std: dict[str, float] = {}
+    for name, std in init_stds(base, recorded).items():
+        key = normalize(name, set(plan.depth_containers))
+        if base_std.setdefault(key, std) != std:
+            raise ValueError(f"{name}: its init std differs between blocks of the base model "
+                             f"({std:g} vs {base_std[key]:g}); per-block init is not supported by μP init")
+    return {row.name: base_std[row.key] * row.init_mult for row in plan.rows}

@@ -1,0 +1,204 @@
+"""The μP core on GPT-2: roles, the plan, init, parameter groups, wrappers, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from src.config import ConfigError, check, model_plan, preflight
+from src.mup.optim import HybridOptimizer, build_optimizer
+from src.mup.plan import Parametrization, build_model, make_plan
+from src.mup.shapes import RoleError, infer_roles
+from src.models.gpt2 import GPT2
+from tests.conftest import TINY, make_config
+
+UNTIED = [*TINY, "model.tie_head=false"]
+COMPLETEP = [*UNTIED, "parametrization=completep", "parametrization.base_width=32", "parametrization.base_depth=2"]
+
+
+def gpt2_factory(**sizes):
+    return GPT2(vocab_size=64, max_seq_len=16, head_dim=8, tie_head=False, **sizes)
+
+
+def test_gpt2_roles_at_any_depth():
+    for width, depth in ((32, 2), (64, 5)):  # the base size, and a depth the base model does not have
+        model = gpt2_factory(width=width, depth=depth)
+        roles, _ = infer_roles(gpt2_factory, (32, 2), model)
+        labels = {n: (r.label, r.in_branch) for n, r in roles.items()}
+        assert labels["tok_emb.weight"] == ("input", False)
+        assert labels["pos_emb.weight"] == ("input", False)
+        assert labels["head.weight"] == ("output", False)
+        assert labels["norm_f.weight"] == ("vector", False)
+        last = depth - 1
+        for name in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"):
+            assert labels[f"blocks.{last}.{name}.weight"] == ("hidden", True)
+            assert labels[f"blocks.{last}.{name}.bias"] == ("vector", True)
+        assert labels[f"blocks.{last}.norm1.weight"] == ("vector", True)
+
+
+class _Raw(nn.Module):
+    """A model with a raw square parameter whose fan-in the shapes cannot tell."""
+
+    def __init__(self, width: int, depth: int, roles: dict | None = None):
+        super().__init__()
+        self.mix = nn.Parameter(torch.zeros(width, width))
+        self.table = nn.Parameter(torch.zeros(6, width))
+        self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        if roles is not None:
+            self.mup_roles = roles
+
+
+def test_undecidable_parameter_is_an_error_unless_the_model_names_it():
+    with pytest.raises(RoleError, match="mix: 2 dimensions grow with width"):
+        infer_roles(lambda **s: _Raw(**s), (8, 1), _Raw(8, 1))
+    roles, containers = infer_roles(lambda **s: _Raw(**s, roles={"mix": "hidden"}), (8, 1), _Raw(16, 3, {"mix": "hidden"}))
+    assert containers == {"blocks"}
+    assert roles["mix"].label == "hidden" and roles["table"].label == "vector"
+    assert roles["blocks.2.weight"].in_branch and not roles["mix"].in_branch
+
+
+def _compose_plan(*overrides):
+    cfg = make_config(*overrides)
+    return model_plan(cfg, 256)
+
+
+def test_completep_adamw_plan_at_rn4_rl2_by_hand():
+    """Hidden LR η/4, WD λ·4, ε/8, branch 1/2, readout 1/4 at (r_n, r_L) = (4, 2)."""
+    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=128", "model.depth=4",
+                                         "optimizer.weight_decay=0.1")
+    assert (plan.r_n, plan.r_L) == (4.0, 2.0)
+    assert plan.model_kwargs["branch_mult"] == 0.5 and plan.model_kwargs["readout_mult"] == 0.25
+    model = build_model(factory, plan, param)
+    opt = build_optimizer(model, make_config(*COMPLETEP, "optimizer.weight_decay=0.1").optimizer, plan)
+    groups = {g["name"]: g for g in opt.param_groups}
+    eta, lam, eps = 3e-3, 0.1, 1e-8
+    assert groups["branch.hidden"]["lr"] == pytest.approx(eta / 4)
+    assert groups["branch.hidden"]["weight_decay"] == pytest.approx(lam * 4)
+    assert groups["branch.hidden"]["eps"] == pytest.approx(eps / 8)
+    assert groups["input"]["lr"] == pytest.approx(eta) and groups["input"]["eps"] == pytest.approx(eps / 4)
+    assert groups["output"]["lr"] == pytest.approx(eta) and groups["output"]["weight_decay"] == pytest.approx(lam)
+    assert groups["branch.vector"]["weight_decay"] == 0.0 and groups["branch.vector"]["lr"] == pytest.approx(eta)
+    assert set(groups) == {"input", "branch.vector", "branch.hidden", "vector", "output"}
+
+
+def test_mup_init_rescales_from_the_base_size_sp_init():
+    torch.manual_seed(0)
+    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=256", "model.depth=8")
+    model = build_model(factory, plan, param)
+    std = {n: p.std().item() for n, p in model.named_parameters()}
+    r_n = 8
+    assert std["blocks.0.attn.q.weight"] == pytest.approx(0.02 / math.sqrt(r_n), rel=0.03)
+    # residual projections keep the base depth's 1/√(2·L_base), no depth factor for L = 8
+    assert std["blocks.7.mlp.down.weight"] == pytest.approx(0.02 / math.sqrt(2 * 2) / math.sqrt(r_n), rel=0.03)
+    assert std["tok_emb.weight"] == pytest.approx(0.02, rel=0.03)
+    assert std["head.weight"] == pytest.approx(0.02, rel=0.03)
+    assert torch.equal(model.blocks[3].norm1.weight, torch.ones(256))
+
+
+@pytest.mark.parametrize("arm", ["mup", "depth_mup", "completep"])
+def test_every_parametrization_is_sp_at_the_base_size(arm):
+    base = [*UNTIED, "parametrization.base_width=32", "parametrization.base_depth=2"]
+    models, groups = {}, {}
+    for name in ("sp", arm):
+        factory, param, plan = _compose_plan(*base, f"parametrization={name}")
+        torch.manual_seed(0)
+        models[name] = build_model(factory, plan, param)
+        opt = build_optimizer(models[name], make_config(*base).optimizer, plan)
+        groups[name] = [(g["name"], g["param_names"], g["lr"], g["weight_decay"], g["eps"]) for g in opt.param_groups]
+        assert plan.model_kwargs == {"embed_mult": 1.0, "branch_mult": 1.0, "readout_mult": 1.0, "attn_scale": 0.25}
+    assert groups["sp"] == groups[arm]
+    for (n, a), (_, b) in zip(models["sp"].named_parameters(), models[arm].named_parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_base_size_runs_give_the_same_loss(train):
+    args = [*UNTIED, "steps=3", "val_every=3", "parametrization.base_width=32", "parametrization.base_depth=2"]
+    losses = {arm: train(*args, f"parametrization={arm}")[0] for arm in ("sp", "completep")}
+    assert losses["sp"] == losses["completep"]
+
+
+def test_groups_survive_compile_and_ddp():
+    import torch.distributed as dist
+
+    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=64", "model.depth=3")
+    model = build_model(factory, plan, param)
+    spec = make_config(*COMPLETEP).optimizer
+
+    def summary(module):
+        opt = build_optimizer(module, spec, plan)
+        return [(g["name"], [p.data_ptr() for p in g["params"]], g["lr"]) for g in opt.param_groups]
+
+    reference = summary(model)
+    assert summary(torch.compile(model)) == reference
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29533")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        assert summary(nn.parallel.DistributedDataParallel(model)) == reference
+    finally:
+        dist.destroy_process_group()
+
+
+def test_checkpoint_round_trip_keeps_weights_and_plan(train):
+    _, run_dir = train(*COMPLETEP, "model.width=64", "steps=2", "val_every=2")
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    plan = ckpt["scaling_lab"]["plan"]
+    assert plan["parametrization"] == "completep" and plan["r_n"] == 2.0
+    factory, param, fresh = _compose_plan(*COMPLETEP, "model.width=64")
+    assert plan == fresh.to_dict()
+    from src.tasks.causal_lm import CausalLMTask
+
+    torch.manual_seed(123)  # a different init: loading must replace it exactly, with no re-scaling
+    task = CausalLMTask(build_model(factory, fresh, param), fresh, {}, lambda step, total: 1.0, 2)
+    task.load_state_dict(ckpt["state_dict"])
+    for name, value in ckpt["state_dict"].items():
+        assert torch.equal(task.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "sgd", "lion", "adafactor", "muon", "muon_kimi",
+                                       "soap", "shampoo", "shampoo_grafted"])
+def test_every_optimizer_trains_under_completep(train, optimizer):
+    metric, run_dir = train(*COMPLETEP, "model.width=64", "steps=3", "val_every=3", f"optimizer={optimizer}")
+    assert math.isfinite(metric)
+
+
+def test_muon_is_a_hybrid_with_its_rest_at_lr_ratio():
+    factory, param, plan = _compose_plan(*COMPLETEP, "optimizer=muon", "model.width=64")
+    model = build_model(factory, plan, param)
+    opt = build_optimizer(model, make_config(*COMPLETEP, "optimizer=muon").optimizer, plan)
+    assert isinstance(opt, HybridOptimizer)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["Muon/branch.hidden"]["lr"] == pytest.approx(2e-2)  # Muon row: hidden η
+    assert groups["AdamW/input"]["lr"] == pytest.approx(2e-3)  # lr_ratio 0.1
+    assert all(p.ndim == 2 for p in groups["Muon/branch.hidden"]["params"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["parametrization=mup"], "tok_emb.weight is shared with head.weight (input and output); mup needs an untied readout"),
+    ([*UNTIED, "parametrization=mup", "parametrization.base_width=40"],
+     "parametrization=mup (base width 40, base depth 4): model: width=40 is not divisible by head_dim=16"),
+    ([*UNTIED, "parametrization=mup", "+optimizer.momentum=0.9", "optimizer._target_=torch.optim.RMSprop"],
+     "optimizer._target_=torch.optim.RMSprop has no μP rule"),
+    ([*UNTIED, "parametrization=completep", "parametrization.base_depth=0"],
+     "parametrization: base_depth=0: completep needs a positive base size"),
+])
+def test_bad_parametrization_input(argv, message):
+    with pytest.raises(ConfigError, match=None) as err:
+        preflight(argv)
+    assert message in str(err.value)
+
+
+def test_sp_accepts_any_optimizer_and_a_tied_head():
+    check(make_config(*TINY, "optimizer=sgd", "optimizer._target_=torch.optim.RMSprop"))
+
+
+def test_make_plan_direct_api_matches_config_path():
+    param = Parametrization(name="completep", width_rule=True, depth_rule="k2", base_width=32, base_depth=2)
+    plan = make_plan(gpt2_factory, 64, 4, 8, param, {"_target_": "torch.optim.AdamW", "lr": 1e-3, "eps": 1e-8})
+    rows = {r.name: r for r in plan.rows}
+    assert rows["blocks.3.mlp.up.weight"].lr_mult == 0.5 and rows["head.weight"].forward_mult == 0.5
+    assert plan.model_kwargs["branch_mult"] == 0.5
