@@ -24,7 +24,8 @@ test-slow: $(STAMP)               ## the slow checks
 	$(PY) -m pytest -m "slow or gpu" $(ARGS)
 
 bench: $(STAMP)                   ## speed baselines (ratios measured side by side)
-	$(PY) experiments/benchmarks/gpt2_step.py $(ARGS)
+	$(PY) experiments/benchmarks/gpt2_step.py
+	$(PY) experiments/benchmarks/spectral_monitor.py
 
 lock:                             ## re-resolve pyproject.toml's ranges into requirements.lock
 	rm -rf .lock-venv
