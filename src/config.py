@@ -52,8 +52,25 @@ def hydra_subdir(output_dir: str, now: str) -> str:
     return f".hydra/{now}" if (Path(output_dir) / ".hydra").exists() else ".hydra"
 
 
+def size_grid(widths: str, depths: str, base_width: int, base_depth: int) -> str:
+    """The sizes of a width axis at the base depth plus a depth axis at the base width, as the
+    sweeper value ``w64-d2,w128-d2,…,w64-d4,…`` (each size once)."""
+    as_list = lambda v: [int(x) for x in str(v).split(",")]  # noqa: E731
+    sizes = [(w, base_depth) for w in as_list(widths)] + [(base_width, d) for d in as_list(depths)]
+    return ",".join(f"w{w}-d{d}" for w, d in dict.fromkeys(sizes))
+
+
+def size_part(size: str, which: str) -> int:
+    """Width (``w``) or depth (``d``) of a size written ``w64-d2``."""
+    parts = dict((p[0], int(p[1:])) for p in size.split("-"))
+    return parts[which]
+
+
 OmegaConf.register_new_resolver("run_dir", claim_run_dir, replace=True)
 OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, replace=True)
+OmegaConf.register_new_resolver("pow2", lambda x: 2.0 ** float(x), replace=True)
+OmegaConf.register_new_resolver("size_grid", size_grid, replace=True)
+OmegaConf.register_new_resolver("size_part", size_part, replace=True)
 
 
 class ConfigError(Exception):

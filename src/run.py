@@ -29,7 +29,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, check, plain, preflight
+from src.config import ConfigError, build, check, model_plan, plain, preflight
+from src.mup.plan import build_model
 from src.jobs import JOBS
 from src.runs import CONFIG_FILE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
 
@@ -103,9 +104,9 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
                     _set_aside(run_dir / METRICS_FILE)
         elif rank_zero_only.rank == 0 and (run_dir / CONFIG_FILE).exists():
             return _earlier_run(cfg, run_dir, multirun)
-        plan = check(cfg)
+        check(cfg)
         if cfg.print_plan:
-            print(plan.table())
+            print(_built_plan(cfg).table())
             return math.nan
         record = JOBS[cfg.job](cfg, run_dir, started)
     except ConfigError as err:
@@ -130,6 +131,13 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
                  f"{final['val/loss']:.4f}" if "val/loss" in final else "-", record.steps, record.wall_time_s)
         log.info("results: %s", path)
     return record.sweep_metric
+
+
+def _built_plan(cfg: DictConfig):
+    """The plan of ``cfg`` with the init std of every tensor of the built model."""
+    factory, param, plan = model_plan(cfg, build(cfg.data, "data").vocab_size)
+    build_model(factory, plan, param)
+    return plan
 
 
 def _failed(cfg: DictConfig, error: str, started: float) -> RunRecord:

@@ -62,7 +62,7 @@ class RunRecord:
     sweep_metric: float = math.inf
     steps: int = 0
     wall_time_s: float = 0.0
-    plan: list = field(default_factory=list)
+    plan: dict = field(default_factory=dict)
     error: str | None = None
 
     def to_json(self) -> str:

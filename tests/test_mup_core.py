@@ -12,7 +12,7 @@ from torch import nn
 from src.config import ConfigError, check, model_plan, preflight
 from src.mup.optim import HybridOptimizer, build_optimizer
 from src.mup.plan import Parametrization, build_model, make_plan
-from src.mup.shapes import RoleError, infer_roles
+from src.mup.shapes import Role, RoleError, infer_roles
 from src.models.gpt2 import GPT2
 from tests.conftest import TINY, make_config
 
@@ -59,6 +59,91 @@ def test_undecidable_parameter_is_an_error_unless_the_model_names_it():
     assert containers == {"blocks"}
     assert roles["mix"].label == "hidden" and roles["table"].label == "vector"
     assert roles["blocks.2.weight"].in_branch and not roles["mix"].in_branch
+
+
+class _Layouts(nn.Module):
+    """Layouts that must not fool role inference: a fixed list whose name ends like the depth list, a
+    nested depth list, a gate sized by depth, and a block outside the lists marked as a branch."""
+
+    mup_roles = {"mid.weight": ("hidden", True)}
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.embed = nn.Embedding(7, width)
+        self.cond = nn.Module()
+        self.cond.blocks = nn.Sequential(nn.Linear(5, width), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+                                    for _ in range(depth))
+        self.gate = nn.Parameter(torch.zeros(depth))
+        self.mid = nn.Linear(width, width, bias=False)
+        self.head = nn.Linear(width, 7, bias=False)
+
+
+def test_role_inference_handles_tricky_layouts():
+    roles, containers = infer_roles(lambda **s: _Layouts(**s), (8, 2), _Layouts(16, 3))
+    assert containers == {"blocks", "blocks.*"}
+    assert roles["cond.blocks.0.weight"] == Role("input", False)
+    assert roles["cond.blocks.1.weight"] == Role("hidden", False)
+    assert roles["blocks.2.1.weight"] == Role("hidden", True)
+    assert roles["gate"] == Role("finite", False)
+    assert roles["mid.weight"] == Role("hidden", True)
+
+
+class _Heads(nn.Module):
+    """A list whose length grows with width (one module per head)."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(width, 4) for _ in range(width // 4))
+
+
+class _FirstDiffers(nn.Module):
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(3 if i == 0 else width, width) for i in range(depth))
+
+
+def test_layouts_the_shapes_cannot_decide_are_errors_that_name_the_parameter():
+    with pytest.raises(RoleError, match="heads.2.bias, heads.2.weight, heads.3.bias, heads.3.weight exist at one width"):
+        infer_roles(lambda **s: _Heads(**s), (8, 1), _Heads(8, 1))
+    with pytest.raises(RoleError, match=r"blocks.1.weight: its shape \(8, 8\) differs from \(8, 3\)"):
+        infer_roles(lambda **s: _FirstDiffers(**s), (8, 2), _FirstDiffers(8, 2))
+
+
+class _MethodInit(nn.Module):
+    """Initialises its blocks with a tensor method, behind the back of the nn.init recorder."""
+
+    def __init__(self, width: int, depth: int, **multipliers):
+        super().__init__()
+        self.embed = nn.Embedding(11, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
+        self.head = nn.Linear(width, 11, bias=False)
+        for block in self.blocks:
+            block.weight.data.normal_(0, 0.02)
+
+
+def test_mup_init_rescales_tensors_initialised_without_nn_init():
+    param = Parametrization(name="mup", width_rule=True, base_width=64, base_depth=2)
+    factory = lambda **s: _MethodInit(**s)  # noqa: E731
+    spec = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "eps": 1e-8}
+    torch.manual_seed(0)
+    model = build_model(factory, make_plan(factory, 256, 2, None, param, spec), param)
+    assert model.blocks[0].weight.std().item() == pytest.approx(0.02 / 2, rel=0.03)
+
+
+def test_hybrid_optimizer_keeps_its_schedule_after_loading_a_state():
+    a, b = nn.Parameter(torch.ones(4, 4)), nn.Parameter(torch.ones(4))
+    make = lambda: HybridOptimizer([torch.optim.Muon([{"params": [a], "lr": 0.02}]),  # noqa: E731
+                                    torch.optim.AdamW([{"params": [b], "lr": 0.002}])])
+    opt = make()
+    a.grad, b.grad = torch.ones(4, 4), torch.ones(4)
+    opt.step()
+    restored = make()
+    restored.load_state_dict(opt.state_dict())
+    sched = torch.optim.lr_scheduler.LambdaLR(restored, lambda step: 0.5 ** step)
+    restored.step()
+    sched.step()
+    assert [o.param_groups[0]["lr"] for o in restored.optimizers] == pytest.approx([0.01, 0.001])
 
 
 def _compose_plan(*overrides):
@@ -149,11 +234,11 @@ def test_checkpoint_round_trip_keeps_weights_and_plan(train):
     plan = ckpt["scaling_lab"]["plan"]
     assert plan["parametrization"] == "completep" and plan["r_n"] == 2.0
     factory, param, fresh = _compose_plan(*COMPLETEP, "model.width=64")
-    assert plan == fresh.to_dict()
     from src.tasks.causal_lm import CausalLMTask
 
     torch.manual_seed(123)  # a different init: loading must replace it exactly, with no re-scaling
     task = CausalLMTask(build_model(factory, fresh, param), fresh, {}, lambda step, total: 1.0, 2)
+    assert plan == fresh.to_dict()
     task.load_state_dict(ckpt["state_dict"])
     for name, value in ckpt["state_dict"].items():
         assert torch.equal(task.state_dict()[name], value), name
@@ -164,6 +249,33 @@ def test_checkpoint_round_trip_keeps_weights_and_plan(train):
 def test_every_optimizer_trains_under_completep(train, optimizer):
     metric, run_dir = train(*COMPLETEP, "model.width=64", "steps=3", "val_every=3", f"optimizer={optimizer}")
     assert math.isfinite(metric)
+
+
+# Each optimizer config lands on its row of the width-depth tables (CompleteP, (r_n, r_L) = (4, 2)):
+# multipliers of (branch.hidden LR, WD, ε), and the branch.vector LR.
+ROWS = {
+    "adamw": (1 / 4, 4, 1 / 8, 1),
+    "adam": (1 / 4, 1 / 4, 1 / 8, 1),  # L2 decay: λ ∝ gradient entries / init = r_n^-½ r_L^-1
+    "sgd": (2, 1 / 2, None, 8),  # hidden η·r_L, bias η·r_L·r_n
+    "lion": (1 / 4, 4, None, 1),
+    "adafactor": (1 / 2, 2, 1 / 8, 1),  # relative steps: η/√r_n; torch's lr·wd decay: λ·r_n·r_n^-½
+    "muon": (1, 1, None, 1),  # the vectors go to the AdamW rest
+    "muon_kimi": (1 / 2, 2, None, 1),
+    "soap": (1, 1, 1, 1),  # its Adam ε is a base HP
+    "shampoo": (1, 1 / 4, 1 / 4, 2),  # ε/r_L²; L2 decay; it preconditions vectors itself: η·√r_n
+    "shampoo_grafted": (1 / 4, 1 / 4, None, 1),  # RMSprop graft: the sign-like row; ε not per group
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROWS))
+def test_each_optimizer_lands_on_its_table_row(name):
+    _, _, plan = _compose_plan(*COMPLETEP, f"optimizer={name}", "model.width=128", "model.depth=4")
+    groups = {row.group.split("/")[-1]: row for row in plan.rows}
+    hidden, vector = groups["branch.hidden"], groups["branch.vector"]
+    lr, wd, eps, vector_lr = ROWS[name]
+    assert hidden.lr_mult == pytest.approx(lr) and hidden.wd_mult == pytest.approx(wd)
+    assert hidden.eps_mult == (None if eps is None else pytest.approx(eps))
+    assert vector.lr_mult == pytest.approx(vector_lr)
 
 
 def test_muon_is_a_hybrid_with_its_rest_at_lr_ratio():
@@ -179,6 +291,10 @@ def test_muon_is_a_hybrid_with_its_rest_at_lr_ratio():
 
 @pytest.mark.parametrize("argv, message", [
     (["parametrization=mup"], "tok_emb.weight is shared with head.weight (input and output); mup needs an untied readout"),
+    ([*UNTIED, "parametrization=mup", "parametrization.zero_init=[blocks.*.attn.query.weight]"],
+     "zero_init names no parameter: blocks.*.attn.query.weight"),
+    ([*UNTIED, "parametrization=mup", "optimizer=muon", "optimizer.adjust_lr_fn=foo"],
+     "optimizer.adjust_lr_fn='foo'; choose one of original, match_rms_adamw, spectral_unclamped"),
     ([*UNTIED, "parametrization=mup", "parametrization.base_width=40"],
      "parametrization=mup (base width 40, base depth 4): model: width=40 is not divisible by head_dim=16"),
     ([*UNTIED, "parametrization=mup", "+optimizer.momentum=0.9", "optimizer._target_=torch.optim.RMSprop"],

@@ -63,5 +63,5 @@ def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
              for arm, axes in result["slopes"].items() for axis, q in axes.items()}
     resolved = plain(cfg)
     return RunRecord(status="ok", config=resolved, config_hash=config_hash(resolved),
-                     metrics={"final": worst, "best": {}}, sweep_metric=math.nan,
+                     metrics={"final": worst, "best": {}}, sweep_metric=math.inf,
                      steps=spec.steps, wall_time_s=time.time() - started)

@@ -7,7 +7,10 @@ wraps the ``torch.nn.init`` functions and notes the std each call gives each ten
 wins, as in the model's own init code). The run-size tensor, initialised by the model itself, is then
 multiplied by target std / its recorded std, which keeps its distribution (normal, uniform,
 truncated) and changes nothing at the base size. A tensor initialised without ``torch.nn.init``
-falls back to its measured std; zero tensors stay zero.
+(``w.data.normal_(…)``, timm's ``trunc_normal_``) has no record, or a stale one left by its layer's
+constructor: wherever the record disagrees with the tensor's measured std by more than sampling
+noise explains, the measured std is used; zero tensors stay zero. Rescaling multiplies the tensor,
+so an init with a non-zero mean (uniform(0, a)) has its mean scaled too.
 """
 
 from __future__ import annotations
@@ -83,10 +86,28 @@ def record_init() -> Iterator[dict[int, float]]:
             setattr(nn.init, name, original)
 
 
+def _measured_std(p: torch.Tensor) -> float:
+    return float(p.detach().float().std()) if p.numel() > 1 else 0.0
+
+
 def init_stds(model: nn.Module, recorded: dict[int, float]) -> dict[str, float]:
-    """Std of every parameter: recorded where torch.nn.init set it, else measured."""
-    return {name: recorded.get(p.data_ptr(), float(p.detach().float().std()) if p.numel() > 1 else 0.0)
-            for name, p in model.named_parameters()}
+    """Std of every parameter: the recorded one where torch.nn.init set it last, else the measured one.
+
+    A record is trusted when the measured std is within 5 standard errors (√(1/(2N)) relative) of it,
+    or when the tensor is a constant (std 0, e.g. ones); otherwise something else wrote the tensor."""
+    stds = {}
+    for name, p in model.named_parameters():
+        measured, record = _measured_std(p), recorded.get(p.data_ptr())
+        trusted = record is not None and same_std(measured, record, p.numel())
+        stds[name] = record if trusted else measured
+    return stds
+
+
+def same_std(a: float, b: float, numel: int) -> bool:
+    """Whether two stds of N-element tensors agree within 5 standard errors (√(1/(2N)) relative)."""
+    if a == 0.0 or b == 0.0:
+        return a == b
+    return abs(a / b - 1.0) <= 5.0 / math.sqrt(2 * max(numel, 1))
 
 
 @torch.no_grad()

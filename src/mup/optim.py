@@ -13,7 +13,7 @@ off) in transfer sweeps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,28 +31,44 @@ class OptimizerRule:
 
     family: str  # how its raw update direction scales (rules.FAMILIES)
     eps_kind: str = "none"  # what its ε is added to (rules.EPS_KINDS)
-    eps_key: str | None = None  # the constructor argument holding ε
+    eps_key: str | None = None  # the constructor argument holding a per-group ε
     relative_step: bool = False  # step multiplied by RMS(W) (torch's Adafactor)
     matrices_only: bool = False  # takes 2-D hidden matrices only; the rest goes to the ``rest`` optimizer
+    vector_family: str | None = None  # family of its 1-D updates; None: sign-like (an Adam inside)
+    decay: str = "decoupled"  # "decoupled": W ← W − ηλW; "l2": λW is added to the gradient
+
+
+def _choice(spec: Mapping[str, Any], key: str, table: Mapping[Any, str]) -> str:
+    value = spec.get(key)
+    if value not in table:
+        raise ValueError(f"optimizer.{key}={value!r}; choose one of {', '.join(str(k) for k in table if k is not None)}")
+    return table[value]
 
 
 _MUON_FAMILY = {None: "orthogonal", "original": "orthogonal", "match_rms_adamw": "kimi",
                 "spectral_unclamped": "spectral"}
 # pytorch_optimizer's LayerWiseGrafting (NONE, SGD, ADAGRAD, RMSPROP, SQRTN): a grafted Shampoo takes
 # its step size, hence its μP rule, from the graft.
-_GRAFT_FAMILY = {0: "orthogonal", 1: "gradient", 2: "sign", 3: "sign", 4: "sign"}
+_GRAFT_FAMILY = {None: "gradient", 0: "orthogonal", 1: "gradient", 2: "sign", 3: "sign", 4: "sign"}
 
-RULES: dict[str, Any] = {
+RULES: dict[str, OptimizerRule | Callable[[Mapping[str, Any]], OptimizerRule]] = {
+    # torch's SGD adds λW to the gradient, which is exactly ΔW = −η(∇L + λW) of the paper's rule
     "torch.optim.SGD": OptimizerRule("gradient"),
-    "torch.optim.Adam": OptimizerRule("sign", "adam", "eps"),
+    "torch.optim.Adam": OptimizerRule("sign", "adam", "eps", decay="l2"),
     "torch.optim.AdamW": OptimizerRule("sign", "adam", "eps"),
-    "torch.optim.Adafactor": OptimizerRule("sign", "adafactor", "eps", relative_step=True),
-    "torch.optim.Muon": lambda spec: OptimizerRule(_MUON_FAMILY[spec.get("adjust_lr_fn")], matrices_only=True),
+    # torch clamps its second moment at ε₁², so ε₁ is in gradient units (as Adam's ε), not added to G²
+    "torch.optim.Adafactor": OptimizerRule("sign", "adam", "eps", relative_step=True),
+    "torch.optim.Muon": lambda spec: OptimizerRule(_choice(spec, "adjust_lr_fn", _MUON_FAMILY), matrices_only=True),
     "pytorch_optimizer.Lion": OptimizerRule("sign"),
-    "pytorch_optimizer.SOAP": OptimizerRule("orthogonal", "base", "eps"),  # its Adam ε: a base HP
-    "pytorch_optimizer.Shampoo": OptimizerRule("orthogonal", "shampoo", "matrix_eps"),
+    "pytorch_optimizer.SOAP": lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
+        "orthogonal", "base", "eps", vector_family="orthogonal" if spec.get("precondition_1d") else None),
+    # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal rule
+    "pytorch_optimizer.Shampoo": lambda spec: OptimizerRule(
+        "orthogonal", "shampoo", "matrix_eps", vector_family="orthogonal",
+        decay="decoupled" if spec.get("weight_decouple") else "l2"),
+    # ScalableShampoo reads matrix_eps from the optimizer, not per group: its ε stays a base HP
     "pytorch_optimizer.ScalableShampoo": lambda spec: OptimizerRule(
-        _GRAFT_FAMILY[int(spec.get("graft_type", 1))], "shampoo", "matrix_eps"),
+        _choice(spec, "graft_type", _GRAFT_FAMILY), decay="decoupled" if spec.get("decoupled_weight_decay") else "l2"),
 }
 
 
@@ -131,6 +147,9 @@ class HybridOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for opt, state in zip(self.optimizers, state_dict["optimizers"]):
             opt.load_state_dict(state)
+        # torch's load_state_dict replaces each optimizer's group dicts: share the new ones again, or
+        # schedulers would keep updating the old dicts while the optimizers step at stale LRs
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
 
 
 def unwrap_name(name: str) -> str:

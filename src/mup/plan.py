@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from src.mup.init import init_stds, record_init, rescale
+from src.mup.init import init_stds, record_init, rescale, same_std
 from src.mup.optim import optimizer_parts
 from src.mup.rules import DEPTH_RULES, ONE, Rule, rule
 from src.mup.shapes import ModelFactory, infer_roles, normalize, tied_conflicts
@@ -65,6 +65,7 @@ class PlanRow:
     wd_mult: float
     eps_mult: float | None
     rule: str  # the multipliers as powers of r_n and r_L, for reading
+    init_std: float | None = None  # the std the built model's tensor got (set by build_model; 0: zeroed)
 
 
 @dataclass
@@ -96,7 +97,8 @@ class Plan:
         head = (f"plan: {self.parametrization}  width {self.width} (base {self.base_width}, r_n {self.r_n:g})  "
                 f"depth {self.depth} (base {self.base_depth}, r_L {self.r_L:g})\n"
                 f"model multipliers: " + ", ".join(f"{k}={v:.6g}" for k, v in self.model_kwargs.items()))
-        cols = ("name", "group", "label", "init_mult", "forward_mult", "lr_mult", "wd_mult", "eps_mult", "rule")
+        cols = ("name", "group", "label", "init_std", "init_mult", "forward_mult", "lr_mult", "wd_mult", "eps_mult",
+                "rule")
         lines = [[str(c) for c in cols]] + [[_fmt(getattr(r, c)) for c in cols] for r in self.rows]
         widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
         return head + "\n" + "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines)
@@ -139,13 +141,22 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
         raise ValueError(f"{a} is shared with {b} ({roles[a].label} and {roles[b].label}); "
                          f"{param.name} needs an untied readout (set model.tie_head=false)")
     parts = optimizer_parts(optimizer, required=param.width_rule)
+    keys = {normalize(name, containers) for name, _ in model.named_parameters()}
+    if unknown := [k for k in param.zero_init if k not in keys]:
+        raise ValueError(f"zero_init names no parameter: {', '.join(unknown)} (names look like "
+                         f"{next(iter(sorted(keys)))}; blocks as *)")
     rows = []
     for name, p in model.named_parameters():
         role = roles[name]
         part = parts[0] if not parts[0].rule.matrices_only or (role.label == "hidden" and p.ndim == 2) else parts[1]
         if param.width_rule:
-            r = rule(role.label, role.in_branch, part.rule.family, param.depth_rule,
-                     part.rule.eps_kind, part.rule.relative_step)
+            family = part.rule.family
+            if role.label in ("vector", "finite") and family not in ("gradient", "sign"):
+                family = part.rule.vector_family or "sign"
+            r = rule(role.label, role.in_branch, family, param.depth_rule, part.rule.eps_kind,
+                     part.rule.relative_step, part.rule.decay)
+            if part.rule.relative_step:  # torch's Adafactor decays by lr·wd, not by its RMS(W)-scaled step
+                r = replace(r, wd=r.wd * r.init)
         else:
             r = Rule(init=ONE, forward=ONE, lr=ONE, wd=ONE, eps=ONE if part.rule.eps_key else None)
         value = lambda power: power.value(r_n, r_L)  # noqa: E731
@@ -167,12 +178,15 @@ def build_model(factory: ModelFactory, plan: Plan, param: Parametrization) -> nn
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
     current = init_stds(model, recorded)
     targets = {row.name: current[row.name] for row in plan.rows}
-    if param.width_rule:
+    at_base = (plan.width, plan.depth) == (plan.base_width, plan.base_depth)  # the model is its own base twin
+    if param.width_rule and not at_base:
         targets.update(_base_targets(factory, plan))
     for row in plan.rows:
         if (param.zero_readout and row.label == "output") or row.key in param.zero_init:
             targets[row.name] = 0.0
     rescale(model, targets, current)
+    for row in plan.rows:
+        row.init_std = targets[row.name] if targets[row.name] is not None else current[row.name]
     return model
 
 
@@ -180,10 +194,11 @@ def _base_targets(factory: ModelFactory, plan: Plan) -> dict[str, float]:
     """Target std per parameter: the SP std of its base-size twin × its init multiplier."""
     with torch.random.fork_rng(), record_init() as recorded:  # leaves the run's RNG stream untouched
         base = factory(width=plan.base_width, depth=plan.base_depth)
+    sizes = {name: p.numel() for name, p in base.named_parameters()}
     base_std: dict[str, float] = {}
     for name, std in init_stds(base, recorded).items():
         key = normalize(name, set(plan.depth_containers))
-        if base_std.setdefault(key, std) != std:
-            raise ValueError(f"{name}: its init std differs between blocks of the base model "
-                             f"({std:g} vs {base_std[key]:g}); per-block init is not supported by μP init")
+        if not same_std(base_std.setdefault(key, std), std, sizes[name]):
+            raise ValueError(f"{name}: its init std {std:g} differs from {base_std[key]:g} in another block "
+                             f"of the base model; μP init needs one init per list entry ({key})")
     return {row.name: base_std[row.key] * row.init_mult for row in plan.rows}

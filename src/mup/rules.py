@@ -24,9 +24,11 @@ monomial r_n^a · r_L^b, kept as exact exponents so the paper's tables can be ch
    No depth factor: the branch multiplier carries depth.
 
 Vectors (biases, norm gains, tables) are fan-in-1 parameters (e_in = 0, e_out = 1); ``finite``
-parameters have no growing dim. The orthogonalizing families update only matrices; their vectors
-follow the sign-like rule of the Adam part of the hybrid. Relative-step Adafactor (torch's) multiplies
-the step by RMS(W) ∝ init std, so its LR is divided by the init multiplier.
+parameters have no growing dim. The caller passes the family of the update a parameter actually gets
+(Muon and SOAP hand vectors to an Adam: sign-like; Shampoo preconditions them itself). Relative-step
+Adafactor (torch's) multiplies the step by RMS(W) ∝ init std, so its LR is divided by the init
+multiplier. Weight decay added to the gradient (``decay="l2"``: Adam, Shampoo without decoupling) is
+normalised together with G, so λW must stay in proportion to G: λ ∝ (gradient entries)/(init std).
 """
 
 from __future__ import annotations
@@ -89,20 +91,20 @@ class Rule:
 
 
 def rule(label: str, in_branch: bool, family: str, depth_rule: str | None,
-         eps_kind: str = "adam", relative_step: bool = False) -> Rule:
+         eps_kind: str = "adam", relative_step: bool = False, decay: str = "decoupled") -> Rule:
     """The spectral recipe for one parameter (see the module docstring for the derivation)."""
     if label not in LABELS:
         raise ValueError(f"unknown role {label!r}; roles are {', '.join(LABELS)}")
     if family not in FAMILIES:
         raise ValueError(f"unknown optimizer family {family!r}; families are {', '.join(FAMILIES)}")
+    if eps_kind not in EPS_KINDS:
+        raise ValueError(f"unknown ε kind {eps_kind!r}; kinds are {', '.join(EPS_KINDS)}")
     e_in, e_out = _GROWTH[label]
     beta = DEPTH_RULES[depth_rule]
     branch = in_branch and label != "finite"
     m = n_pow(-1) if label == "output" else L_pow(-beta) if branch else ONE
     contribution = L_pow(-1) if branch and beta else ONE
     target = contribution / m
-    if family in ("orthogonal", "kimi") and label in ("vector", "finite"):
-        family = "sign"  # Muon/Shampoo/SOAP handle 1-D parameters with their Adam part
     raw = {
         "gradient": m * n_pow(e_in - e_out),
         "sign": n_pow(e_in),
@@ -117,6 +119,7 @@ def rule(label: str, in_branch: bool, family: str, depth_rule: str | None,
     if relative_step:
         lr = lr / init
     grad_entries = m * n_pow(-e_out)
+    wd = grad_entries / init if decay == "l2" else raw / weight_norm
     eps = {
         "adam": grad_entries,
         "adafactor": grad_entries**2,
@@ -124,4 +127,4 @@ def rule(label: str, in_branch: bool, family: str, depth_rule: str | None,
         "base": ONE,
         "none": None,
     }[eps_kind]
-    return Rule(init=init, forward=m, lr=lr, wd=raw / weight_norm, eps=eps)
+    return Rule(init=init, forward=m, lr=lr, wd=wd, eps=eps)

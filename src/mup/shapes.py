@@ -1,25 +1,27 @@
 """Parameter roles from shapes alone: which dimensions of each parameter grow with width, and which
 parameters sit inside modules that repeat with depth.
 
-The model is built twice on the meta device (free): at the base size and at a *delta* size (twice
-the base width and twice the base depth). A dimension whose size differs between the two grows with
-width; a ModuleList/Sequential whose length differs repeats with depth, and its indices are
-normalised (``blocks.7.attn.q.weight`` → ``blocks.*.attn.q.weight``) so that models of any depth
-match their twins. Fan-in and fan-out are read from the owning module's type, so an Embedding table
-(vocab, n) is ``input`` although its shape looks like a readout's.
+The model is built three times on the meta device (free): at the base size, at twice the base width,
+and at twice the base depth. A dimension whose size differs between the base and the width twin
+grows with width. A ModuleList/Sequential whose length differs between the base and the depth twin
+repeats with depth, and the index after it is normalised (``blocks.7.attn.q.weight`` →
+``blocks.*.attn.q.weight``, nested lists too) so that models of any depth match their twins.
+Fan-in and fan-out are read from the owning module's type, so an Embedding table (vocab, n) is
+``input`` although its shape looks like a readout's.
 
 Labels: ``input`` (fixed → grown), ``hidden`` (grown → grown), ``output`` (grown → fixed), ``vector``
 (one grown dim: biases, norm gains, tables), ``finite`` (nothing grows). ``in_branch``: the parameter
-lives in a depth-repeated module (a residual block). A parameter whose role the shapes cannot decide
-(e.g. a raw 2-D ``nn.Parameter`` with two grown dims) is an error unless the model names it in its
-optional ``mup_roles`` dict (normalised name → label), the only μP knowledge a model may carry.
+lives in a depth-repeated module (a residual block). Whatever the shapes cannot decide is an error
+that names the parameter: a raw 2-D ``nn.Parameter`` with two grown dims, blocks of one list whose
+shapes differ, lists whose length grows with width. A model may name roles in its optional
+``mup_roles`` dict (normalised name → label, or (label, in_branch)), the only μP knowledge it may carry.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,18 +50,23 @@ def _containers(model: nn.Module) -> dict[str, int]:
     return {name: len(m) for name, m in model.named_modules() if isinstance(m, (nn.ModuleList, nn.Sequential))}
 
 
-def depth_containers(base: nn.Module, delta: nn.Module) -> set[str]:
-    """Names of the ModuleLists/Sequentials whose length changes with depth."""
-    a, b = _containers(base), _containers(delta)
-    return {name for name in a.keys() & b.keys() if a[name] != b[name]}
+def depth_containers(base: nn.Module, deeper: nn.Module) -> set[str]:
+    """Normalised names of the ModuleLists/Sequentials whose length changes with depth (outer first,
+    so a list inside every block is found as ``blocks.*.inner``)."""
+    a, b = _containers(base), _containers(deeper)
+    found: set[str] = set()
+    for name in sorted(a.keys() & b.keys(), key=lambda n: n.count(".")):
+        if a[name] != b[name]:
+            found.add(normalize(name, found))
+    return found
 
 
 def normalize(name: str, containers: set[str]) -> str:
-    """Replace the index after every depth-repeated container by ``*``."""
-    for container in sorted(containers, key=len, reverse=True):
-        name = re.sub(rf"^{re.escape(container)}\.\d+\.", f"{container}.*.", name)
-        name = re.sub(rf"\.{re.escape(container)}\.\d+\.", f".{container}.*.", name)
-    return name
+    """Replace the index that follows every depth-repeated container by ``*``."""
+    out: list[str] = []
+    for part in name.split("."):
+        out.append("*" if part.isdigit() and ".".join(out) in containers else part)
+    return ".".join(out)
 
 
 def fan_dims(module: nn.Module, attr: str) -> tuple[int, int] | None:
@@ -97,37 +104,53 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(path) if path else model), attr
 
 
+def _shapes(model: nn.Module, containers: set[str]) -> dict[str, torch.Size]:
+    """Normalised name → shape; blocks of one list must agree."""
+    shapes: dict[str, torch.Size] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        key = normalize(name, containers)
+        if shapes.setdefault(key, p.shape) != p.shape:
+            raise RoleError(f"{name}: its shape {tuple(p.shape)} differs from {tuple(shapes[key])} in another "
+                            f"block of the same list ({key}); roles are decided per list entry")
+    return shapes
+
+
+def _override(value: Any) -> tuple[str, bool | None]:
+    label, in_branch = (value, None) if isinstance(value, str) else tuple(value)
+    if label not in LABELS:
+        raise RoleError(f"mup_roles value {value!r}; roles are {', '.join(LABELS)}")
+    return label, in_branch
+
+
 def infer_roles(factory: ModelFactory, base: tuple[int, int], model: nn.Module) -> tuple[dict[str, Role], set[str]]:
     """(role of every parameter of ``model``, the depth-repeated containers), for a model of any width
-    and depth, from its base-size and delta twins.
+    and depth, from its base-size, width and depth twins.
 
     ``factory(width=w, depth=d)`` must build the same architecture at other sizes; ``base`` is
-    (base width, base depth); the delta twin is built at twice both.
+    (base width, base depth); the twins are built at twice the base width and twice the base depth.
     """
     width, depth = base
     with torch.device("meta"):
         base_twin = factory(width=width, depth=depth)
-        delta_twin = factory(width=2 * width, depth=2 * depth)
-    containers = depth_containers(base_twin, delta_twin)
-    base_shapes = {normalize(n, containers): p.shape for n, p in base_twin.named_parameters(remove_duplicate=False)}
-    delta_shapes = {normalize(n, containers): p.shape for n, p in delta_twin.named_parameters(remove_duplicate=False)}
-    if base_shapes.keys() != delta_shapes.keys():
-        odd = sorted(base_shapes.keys() ^ delta_shapes.keys())
-        raise RoleError(f"parameters {', '.join(odd)} exist at one size and not the other")
+        wide_twin = factory(width=2 * width, depth=depth)
+        deep_twin = factory(width=width, depth=2 * depth)
+    containers = depth_containers(base_twin, deep_twin)
+    base_shapes, wide_shapes = _shapes(base_twin, containers), _shapes(wide_twin, containers)
+    if base_shapes.keys() != wide_shapes.keys():
+        odd = sorted(base_shapes.keys() ^ wide_shapes.keys())
+        raise RoleError(f"parameters {', '.join(odd)} exist at one width and not at another (a list that "
+                        "grows with width?); name their roles in mup_roles or restructure")
     overrides = getattr(model, "mup_roles", {})
     roles: dict[str, Role] = {}
     for name, _ in model.named_parameters(remove_duplicate=False):
         key = normalize(name, containers)
         if key not in base_shapes:
             raise RoleError(f"{name}: not found in the base-size model (as {key})")
-        if key in overrides:
-            label = overrides[key]
-            if label not in LABELS:
-                raise RoleError(f"mup_roles[{key!r}] = {label!r}; roles are {', '.join(LABELS)}")
-        else:
-            grows = tuple(a != b for a, b in zip(base_shapes[key], delta_shapes[key]))
+        label, in_branch = _override(overrides[key]) if key in overrides else (None, None)
+        if label is None:
+            grows = tuple(a != b for a, b in zip(base_shapes[key], wide_shapes[key]))
             label = _label(name, *_owner(model, name), grows)
-        roles[name] = Role(label, in_branch=key != name)
+        roles[name] = Role(label, in_branch=key != name if in_branch is None else bool(in_branch))
     return roles, containers
 
 

@@ -1,0 +1,96 @@
+"""Collect the ``metrics.json`` of every job under a sweep dir into points and a table.
+
+A job's place in the sweep comes from its own recorded config: the LR is ``optimizer.lr`` (log2),
+the arm is the values of ``sweep.arm_keys`` (e.g. parametrization and optimizer), and the size is the
+model's width when its depth is the sweep's base depth (the width axis) and its depth when its width
+is the base width (the depth axis); the base point lies on both axes. Collection only reads files,
+so a partial, failing or still-running sweep can be reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from src.runs import METRICS_FILE
+
+
+def records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every metrics.json below ``sweep_dir`` (sorted by path), with its job dir relative to it."""
+    out = []
+    for path in sorted(Path(sweep_dir).rglob(METRICS_FILE)):
+        record = json.loads(path.read_text())
+        record["dir"] = str(path.parent.relative_to(sweep_dir))
+        out.append(record)
+    return out
+
+
+def select(config: Mapping[str, Any], key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def arm_label(config: Mapping[str, Any], keys: list[str]) -> str:
+    """``completep/AdamW``: parametrization name, optimizer class, then other arm keys as key=value."""
+    parts = []
+    for key in keys:
+        value = select(config, key)
+        if key.endswith("_target_"):
+            parts.append(str(value).rsplit(".", 1)[-1])
+        elif key.endswith(".name"):
+            parts.append(str(value))
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return "/".join(parts)
+
+
+def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(one point per job and axis it lies on, the base size of each axis)."""
+    pts, base = [], {}
+    for rec in recs:
+        cfg = rec["config"]
+        sweep = cfg.get("sweep") or {}
+        lr = select(cfg, "optimizer.lr")
+        if not sweep.get("arm_keys") or not isinstance(lr, (int, float)) or lr <= 0:
+            continue
+        width, depth = select(cfg, "model.width"), select(cfg, "model.depth")
+        base_width, base_depth = sweep.get("base_width"), sweep.get("base_depth")
+        base.update(width=base_width, depth=base_depth)
+        loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf
+        common = {"arm": arm_label(cfg, list(sweep["arm_keys"])), "log2_lr": math.log2(lr),
+                  "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
+        if depth == base_depth:
+            pts.append({**common, "axis": "width", "size": width})
+        if width == base_width:
+            pts.append({**common, "axis": "depth", "size": depth})
+    return pts, base
+
+
+def write_table(recs: list[dict[str, Any]], path: Path) -> None:
+    """One CSV row per job: where it lies in the sweep, its status, metric and error."""
+    fields = ["dir", "status", "sweep_metric", "arm", "width", "depth", "log2_lr", "seed", "steps",
+              "wall_time_s", "config_hash", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for rec in recs:
+            cfg = rec["config"]
+            lr = select(cfg, "optimizer.lr")
+            keys = list((cfg.get("sweep") or {}).get("arm_keys") or [])
+            writer.writerow({
+                "dir": rec["dir"], "status": rec["status"], "sweep_metric": rec["sweep_metric"],
+                "arm": arm_label(cfg, keys) if keys else "", "width": select(cfg, "model.width"),
+                "depth": select(cfg, "model.depth"),
+                "log2_lr": math.log2(lr) if isinstance(lr, (int, float)) and lr > 0 else "",
+                "seed": cfg.get("seed"), "steps": rec.get("steps"), "wall_time_s": rec.get("wall_time_s"),
+                "config_hash": rec.get("config_hash"),
+                "error": (rec.get("error") or "").strip().splitlines()[-1:][0] if rec.get("error") else "",
+            })
