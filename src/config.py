@@ -1,11 +1,13 @@
 """Config checks that run before anything trains: one line naming the key, exit code 2.
 
-``preflight(argv)`` composes the command line exactly as Hydra will (every job of a sweep) and runs
-``check`` on each composition, so a typo in a 50-job sweep stops before the first job starts.
+``preflight(argv)`` composes the command line exactly as Hydra will and runs ``check`` on it; for a
+sweep, on one job per value of every swept key, so a typo in a 150-job sweep stops before the first
+job starts (a value that fails only in combination with another is caught by its job).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -52,11 +54,38 @@ def hydra_subdir(output_dir: str, now: str) -> str:
     return f".hydra/{now}" if (Path(output_dir) / ".hydra").exists() else ".hydra"
 
 
-def size_grid(widths: str, depths: str, base_width: int, base_depth: int) -> str:
+def job_dirname(override_dirname: str, swept: Any = None, limit: int = 200) -> str:
+    """A sweep job's dir, named from its overrides (``sweep.log2_lr:-9+sweep.size:w128-d2+…``) with
+    the keys the sweeper sweeps (``swept``: hydra.sweeper.params) first. Past ``limit`` characters
+    (long fixed overrides, Optuna's float-valued trials) the items that fit are kept and the rest is
+    replaced by a hash of the whole name: unique, stable across relaunches and under NAME_MAX."""
+    first = {str(k) for k in (swept or {})}
+    items = sorted(override_dirname.split("+"), key=lambda item: item.split(":", 1)[0] not in first)
+    name = "+".join(items)
+    if len(name) <= limit:
+        return name
+    kept = ""
+    for item in items:
+        if len(kept) + len(item) + 1 > limit - 10:
+            break
+        kept += item + "+"
+    return f"{kept}h{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+
+
+def sweep_values(value: Any) -> str:
+    """A list (budget.log2_lrs: [-9, -8]) as the sweeper's comma-separated value string. Budgets hold
+    lists, so ``budget.log2_lrs=[-9,-8]`` on a command line is a value, not a sweep of budgets."""
+    return ",".join(str(v) for v in _as_list(value))
+
+
+def size_grid(widths: Any, depths: Any, base_width: int, base_depth: int) -> str:
     """The sizes of a width axis at the base depth plus a depth axis at the base width, as the
     sweeper value ``w64-d2,w128-d2,…,w64-d4,…`` (each size once)."""
-    as_list = lambda v: [int(x) for x in str(v).split(",")]  # noqa: E731
-    sizes = [(w, base_depth) for w in as_list(widths)] + [(base_width, d) for d in as_list(depths)]
+    sizes = [(int(w), base_depth) for w in _as_list(widths)] + [(base_width, int(d)) for d in _as_list(depths)]
     return ",".join(f"w{w}-d{d}" for w, d in dict.fromkeys(sizes))
 
 
@@ -68,8 +97,10 @@ def size_part(size: str, which: str) -> int:
 
 OmegaConf.register_new_resolver("run_dir", claim_run_dir, replace=True)
 OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, replace=True)
-OmegaConf.register_new_resolver("pow2", lambda x: 2.0 ** float(x), replace=True)
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+OmegaConf.register_new_resolver("pow2", lambda x, shift=0: 2.0 ** (float(x) + float(shift)), replace=True)
 OmegaConf.register_new_resolver("size_grid", size_grid, replace=True)
+OmegaConf.register_new_resolver("sweep_values", sweep_values, replace=True)
 OmegaConf.register_new_resolver("size_part", size_part, replace=True)
 
 
@@ -201,8 +232,12 @@ def _check_model_fits_data(cfg: DictConfig) -> None:
         raise ConfigError(f"model.max_seq_len={max_len} is shorter than data.seq_len={seq_len}")
 
 
-def check(cfg: DictConfig):
-    """Everything that can be checked without reading data or allocating weights; returns the μP plan."""
+def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
+    """Everything that can be checked without reading data or allocating weights. The model, plan
+    and optimizer are built (on the meta device) once per structure: ``checked`` collects the
+    structures seen, so a sweep's jobs that differ only in LR or seed skip that part."""
+    import json
+
     import torch
 
     from src.mup.optim import build_optimizer
@@ -213,6 +248,11 @@ def check(cfg: DictConfig):
     _check_scheduler(cfg)
     _check_logger(cfg)
     _check_model_fits_data(cfg)
+    structure = plain(cfg)
+    structure["optimizer"].pop("lr", None)
+    key = json.dumps({k: structure[k] for k in ("model", "parametrization", "optimizer", "data")}, sort_keys=True)
+    if checked is not None and key in checked:
+        return
     factory, _, plan = model_plan(cfg, build(cfg.data, "data").vocab_size)
     with torch.device("meta"):
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
@@ -220,7 +260,8 @@ def check(cfg: DictConfig):
         build_optimizer(model, plain(cfg.optimizer), plan)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"optimizer: {one_line(err)}") from err
-    return plan
+    if checked is not None:
+        checked.add(key)
 
 
 # --------------------------------------------------------------------------- preflight
@@ -245,7 +286,7 @@ def _composition_error(err: Exception) -> ConfigError:
 
 
 def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, str]:
-    """(the override list of every job Hydra's basic sweeper would launch, multirun?, the launcher)."""
+    """(override lists of the jobs to check, multirun?, the launcher). Without -m: the command line."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -254,7 +295,7 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, 
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True).hydra
-    multirun = multirun or hydra_cfg.mode == "MULTIRUN"
+    multirun = multirun or str(hydra_cfg.mode).endswith("MULTIRUN")
     launcher = hydra_cfg.launcher._target_
     if not multirun:
         return [overrides], False, launcher
@@ -262,7 +303,20 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, 
         return [fixed], True, launcher  # other sweepers (Optuna) draw their values at run time
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + overrides)
-    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0], True, launcher
+    return _one_value_at_a_time(BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]), True, launcher
+
+
+def _one_value_at_a_time(jobs: list[list[str]]) -> list[list[str]]:
+    """The first job, plus one job per other value of each swept key (the rest as in the first job):
+    every value is checked, in O(sum of values) compositions instead of O(product)."""
+    first = jobs[0]
+    chosen, seen = [first], set(first)
+    for job in jobs[1:]:
+        new = [o for o in job if o not in seen]
+        if len(new) == 1 and all(o == f or o in new for o, f in zip(job, first)):
+            chosen.append(job)
+            seen.update(new)
+    return chosen
 
 
 def preflight(argv: Sequence[str]) -> None:
@@ -277,6 +331,7 @@ def preflight(argv: Sequence[str]) -> None:
 
     try:
         jobs, multirun, launcher = _jobs(overrides, multirun)
+        checked: set[str] = set()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             for job in jobs:
                 cfg = compose("config", overrides=job)
@@ -284,7 +339,7 @@ def preflight(argv: Sequence[str]) -> None:
                     raise ConfigError("trainer=ddp inside a multirun: each job would start its own processes "
                                       "beside the sweep's; run DDP jobs one at a time (or on SLURM)")
                 if cfg.get("resume") is None:
-                    check(cfg)
+                    check(cfg, checked)
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err) from None
 

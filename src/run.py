@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, build, check, model_plan, plain, preflight
 from src.mup.plan import build_model
+from src.sweeps import mutransfer
 from src.jobs import JOBS
 from src.runs import CONFIG_FILE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
 
@@ -77,17 +79,34 @@ def _set_aside(record_path: Path) -> None:
             return
 
 
-def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
-    """What to do when ``run_dir`` already holds a run: in a sweep, reuse a finished job with the same
-    config hash (or leave any other run alone); a single run is refused."""
+def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | DictConfig:
+    """When ``run_dir`` already holds a run. A single run is refused. In a (relaunched) sweep, a job
+    with the same config hash is skipped when it finished, continued from its checkpoint when it was
+    interrupted (or failed, with ``sweep.rerun_failed=true``: its record is kept aside); any other
+    run there is left alone. Returns the sweep metric, or the config to run with."""
     if not multirun:
         raise ConfigError(f"{run_dir} already holds a run; resume it with resume={run_dir} or pick a new dir")
+    same = config_hash(plain(OmegaConf.load(run_dir / CONFIG_FILE))) == config_hash(plain(cfg))
     record = read_record(run_dir)
-    if record and record["status"] in ("ok", "diverged") and record["config_hash"] == config_hash(plain(cfg)):
+    if same and record is not None and record["status"] in ("ok", "diverged"):
         log.info("%s: finished earlier (status %s); skipped", run_dir, record["status"])
         return record["sweep_metric"]
-    log.warning("%s holds another or an unfinished run; left alone (resume=%s continues it)", run_dir, run_dir)
+    if same and (record is None or (record["status"] == "failed" and cfg.sweep.get("rerun_failed"))):
+        if record is not None:
+            _set_aside(run_dir / METRICS_FILE)
+        log.info("%s: continuing the %s job", run_dir, "failed" if record else "interrupted")
+        cfg.resume = str(run_dir)
+        return cfg
+    log.warning("%s holds a %s run; left alone", run_dir, "failed" if same else "different")
     return math.inf
+
+
+def _name_in_sweep(cfg: DictConfig, run_dir: Path) -> None:
+    """W&B: one group per sweep, each job named after its swept values (its dir)."""
+    wandb = cfg.logger.get("wandb")
+    if wandb is not None:
+        wandb.group = wandb.get("group") or run_dir.parent.name
+        OmegaConf.update(cfg, "logger.wandb.name", run_dir.name, force_add=True)
 
 
 def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Sequence[str] = ()) -> float:
@@ -103,12 +122,21 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
                 if rank_zero_only.rank == 0:
                     _set_aside(run_dir / METRICS_FILE)
         elif rank_zero_only.rank == 0 and (run_dir / CONFIG_FILE).exists():
-            return _earlier_run(cfg, run_dir, multirun)
+            earlier = _earlier_run(cfg, run_dir, multirun)
+            if not isinstance(earlier, DictConfig):
+                return earlier
+            cfg = earlier
+        if multirun:
+            _name_in_sweep(cfg, run_dir)
+        transfer = None
+        if cfg.mutransfer.get("from") and not cfg.get("resume"):
+            cfg, transfer = mutransfer.apply(cfg)
         check(cfg)
         if cfg.print_plan:
             print(_built_plan(cfg).table())
             return math.nan
         record = JOBS[cfg.job](cfg, run_dir, started)
+        record.mutransfer = transfer
     except ConfigError as err:
         if not multirun:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -152,8 +180,11 @@ def _failed(cfg: DictConfig, error: str, started: float) -> RunRecord:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    return run(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN,
-               overrides=list(hc.overrides.task))
+    multirun = hc.mode == RunMode.MULTIRUN
+    n_jobs = hc.launcher.get("n_jobs")
+    if multirun and isinstance(n_jobs, int) and n_jobs > 1:  # parallel jobs share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+    return run(cfg, Path(hc.runtime.output_dir), multirun=multirun, overrides=list(hc.overrides.task))
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 metrics.json keys: ``status`` (ok | diverged | failed), ``config`` (resolved), ``config_hash``,
 ``metrics`` ({"final": {...}, "best": {...}}), ``sweep_metric`` (+inf unless ok), ``steps``,
-``wall_time_s``, ``plan`` (the parameter groups the optimizer received) and ``error`` when failed.
+``wall_time_s``, ``plan`` (the μP plan's summary), ``mutransfer`` (its source, for a μTransfer run)
+and ``error`` when failed.
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ class RunRecord:
     steps: int = 0
     wall_time_s: float = 0.0
     plan: dict = field(default_factory=dict)
+    mutransfer: dict | None = None  # where a μTransfer run took its base HPs from
     error: str | None = None
 
     def to_json(self) -> str:
-        record = {k: v for k, v in asdict(self).items() if k != "error" or v is not None}
+        record = {k: v for k, v in asdict(self).items() if k not in ("error", "mutransfer") or v is not None}
         return json.dumps(record, indent=2, default=_json_default, allow_nan=True)
 
 

@@ -38,8 +38,9 @@ def select(config: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def arm_label(config: Mapping[str, Any], keys: list[str]) -> str:
-    """``completep/AdamW``: parametrization name, optimizer class, then other arm keys as key=value."""
+def arm_label(config: Mapping[str, Any], keys: list[str], varying: set[str] | None = None) -> str:
+    """``completep/AdamW``: parametrization name, optimizer class, then the other arm keys that vary
+    across the sweep as key=value (``completep/AdamW/layernorm=False``)."""
     parts = []
     for key in keys:
         value = select(config, key)
@@ -47,14 +48,20 @@ def arm_label(config: Mapping[str, Any], keys: list[str]) -> str:
             parts.append(str(value).rsplit(".", 1)[-1])
         elif key.endswith(".name"):
             parts.append(str(value))
-        else:
+        elif varying is None or key in varying:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     return "/".join(parts)
+
+
+def _varying(recs: list[dict[str, Any]]) -> set[str]:
+    keys = {k for r in recs for k in (r["config"].get("sweep") or {}).get("arm_keys") or []}
+    return {k for k in keys if len({json.dumps(select(r["config"], k)) for r in recs}) > 1}
 
 
 def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(one point per job and axis it lies on, the base size of each axis)."""
     pts, base = [], {}
+    varying = _varying(recs)
     for rec in recs:
         cfg = rec["config"]
         sweep = cfg.get("sweep") or {}
@@ -65,8 +72,9 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         base_width, base_depth = sweep.get("base_width"), sweep.get("base_depth")
         base.update(width=base_width, depth=base_depth)
         loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf
-        common = {"arm": arm_label(cfg, list(sweep["arm_keys"])), "log2_lr": math.log2(lr),
-                  "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
+        keys = list(sweep["arm_keys"])
+        common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
+                  "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
         if depth == base_depth:
             pts.append({**common, "axis": "width", "size": width})
         if width == base_width:
@@ -78,6 +86,7 @@ def write_table(recs: list[dict[str, Any]], path: Path) -> None:
     """One CSV row per job: where it lies in the sweep, its status, metric and error."""
     fields = ["dir", "status", "sweep_metric", "arm", "width", "depth", "log2_lr", "seed", "steps",
               "wall_time_s", "config_hash", "error"]
+    varying = _varying(recs)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -87,7 +96,7 @@ def write_table(recs: list[dict[str, Any]], path: Path) -> None:
             keys = list((cfg.get("sweep") or {}).get("arm_keys") or [])
             writer.writerow({
                 "dir": rec["dir"], "status": rec["status"], "sweep_metric": rec["sweep_metric"],
-                "arm": arm_label(cfg, keys) if keys else "", "width": select(cfg, "model.width"),
+                "arm": arm_label(cfg, keys, varying) if keys else "", "width": select(cfg, "model.width"),
                 "depth": select(cfg, "model.depth"),
                 "log2_lr": math.log2(lr) if isinstance(lr, (int, float)) and lr > 0 else "",
                 "seed": cfg.get("seed"), "steps": rec.get("steps"), "wall_time_s": rec.get("wall_time_s"),

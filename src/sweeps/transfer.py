@@ -148,7 +148,8 @@ def build_curves(points: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], d
 def analyse(points: Iterable[Mapping[str, Any]], base: Mapping[str, int]) -> list[ArmAxis]:
     """Every (arm, axis) of a sweep; ``base`` maps an axis to its base size."""
     out = []
-    for (arm, axis), curves in sorted(build_curves(points).items()):
+    sp_first = lambda item: (item[0][1], not item[0][0].startswith("sp/"), item[0][0])  # noqa: E731
+    for (arm, axis), curves in sorted(build_curves(points).items(), key=sp_first):
         ref = base[axis] if base.get(axis) in curves else min(curves)
         out.append(ArmAxis(arm, axis, ref, curves).analyse())
     return out

@@ -33,7 +33,7 @@ def build_loggers(spec: Mapping[str, Any], run_dir: Path, run_name: str, config:
         run_id = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
         loggers.append(WandbLogger(
             save_dir=str(run_dir), project=wandb["project"], entity=wandb.get("entity"),
-            group=wandb.get("group"), tags=list(wandb.get("tags") or []), name=run_name,
+            group=wandb.get("group"), tags=list(wandb.get("tags") or []), name=wandb.get("name") or run_name,
             id=run_id, resume="allow", mode=wandb_mode(wandb["mode"]), config=config, log_model=False,
         ))
     return loggers
@@ -45,6 +45,19 @@ def log_plan(loggers: list[Logger], plan) -> None:
     for logger in loggers:
         if hasattr(logger, "log_table"):
             logger.log_table("mup/plan", columns=columns, data=[[getattr(r, c) for c in columns] for r in plan.rows])
+
+
+def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Mapping[str, Any]) -> None:
+    """A W&B run in the sweep's group holding the transfer table and plots."""
+    import wandb
+
+    columns = ["arm", "axis", "sizes", "optimal_log2_lr", "drift_octaves", "slope", "regret", "violations"]
+    table = wandb.Table(columns=columns, data=[[str(a.get(c)) for c in columns] for a in transfer["arms"]])
+    run = wandb.init(project=spec["project"], entity=spec.get("entity"), group=spec.get("group") or sweep_dir.name,
+                     name="transfer-report", job_type="report", dir=str(sweep_dir), mode=wandb_mode(spec["mode"]))
+    images = {f"transfer/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("*.png"))}
+    run.log({"transfer/table": table, **images})
+    run.finish()
 
 
 def finish_loggers(loggers: list[Logger]) -> None:

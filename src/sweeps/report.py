@@ -1,0 +1,103 @@
+"""The transfer report of a sweep dir:  python -m src.sweeps.report <sweep_dir>
+
+Collects every job's metrics.json (a partial or failing sweep too), and writes beside them:
+``runs.csv`` (one row per job), ``transfer.json`` (per arm and axis: sizes, optimal log2 LR per
+size, drift in octaves, slope, regret, violations, seed noise, flags, and the best run at the
+reference size, which ``mutransfer.from`` reads), ``transfer_curves.png``, ``optimum_vs_size.png``
+and ``report.md``. It runs by itself at the end of every multirun (src/sweeps/callback.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from src.sweeps import plots
+from src.sweeps.collect import points, records, write_table
+from src.sweeps.transfer import ArmAxis, analyse
+
+TRANSFER_FILE = "transfer.json"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "∞" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
+    """transfer.json's record of one arm and axis, with what μTransfer needs to match and reuse it."""
+    mine = [p for p in pts if p["arm"] == result.arm and p["axis"] == result.axis]
+    at_ref = [p for p in mine if p["size"] == result.ref_size and math.isfinite(p["loss"])]
+    best = min(at_ref, key=lambda p: p["loss"]) if at_ref else None
+    return {**result.to_dict(), "arm_values": mine[0]["arm_values"], "best_run": best and best["dir"],
+            "ref_log2_lr": result.optima[result.ref_size].log2_lr}
+
+
+def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis]) -> str:
+    counts = Counter(r["status"] for r in recs)
+    lines = [f"# Transfer report: {sweep_dir.name}", "",
+             f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
+    for axis in sorted({r.axis for r in results}):
+        rows = [r for r in results if r.axis == axis]
+        sizes = sorted({s for r in rows for s in r.curves})
+        lines += [f"## {axis} (reference size {rows[0].ref_size})", "",
+                  "| arm | " + " | ".join(f"log2 η* @{s}" for s in sizes)
+                  + " | drift (oct) | slope | regret | violations | seed noise |",
+                  "|---|" + "---|" * (len(sizes) + 5)]
+        for r in rows:
+            cells = []
+            for s in sizes:
+                opt = r.optima.get(s)
+                cells.append("–" if opt is None else _fmt(opt.log2_lr) + (f" ({opt.flag})" if opt.flag else ""))
+            noise = [v for v in r.seed_noise.values() if v is not None]
+            lines.append(f"| {r.arm} | " + " | ".join(cells) + f" | {_fmt(r.drift)} | {_fmt(r.slope)} | "
+                         f"{_fmt(r.regret, 3)} | {_fmt(r.violations)} | {_fmt(max(noise), 3) if noise else '–'} |")
+        lines.append("")
+    failed = [r for r in recs if r["status"] == "failed"]
+    if failed:
+        lines += ["## Failed jobs", ""]
+        lines += [f"- `{r['dir']}`: {(r.get('error') or '').strip().splitlines()[-1:] or ['?']}" for r in failed]
+        lines.append("")
+    lines += ["![loss vs learning rate](transfer_curves.png)", "", "![optimum vs size](optimum_vs_size.png)", ""]
+    return "\n".join(lines)
+
+
+def report(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """Write the report files into ``sweep_dir``; None when it holds no finished job yet."""
+    sweep_dir = Path(sweep_dir)
+    recs = records(sweep_dir)
+    if not recs:
+        return None
+    write_table(recs, sweep_dir / "runs.csv")
+    pts, base = points(recs)
+    results = analyse(pts, base) if pts else []
+    transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs),
+                "status": dict(Counter(r["status"] for r in recs)), "arms": [_entry(r, pts) for r in results]}
+    (sweep_dir / TRANSFER_FILE).write_text(json.dumps(transfer, indent=2, allow_nan=True))
+    if results:
+        plots.transfer_curves(results, sweep_dir / "transfer_curves.png")
+        plots.optimum_vs_size(results, sweep_dir / "optimum_vs_size.png")
+    (sweep_dir / "report.md").write_text(_markdown(sweep_dir, recs, results))
+    return transfer
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m src.sweeps.report <sweep dir>", file=sys.stderr)
+        return 2
+    if report(argv[0]) is None:
+        print(f"error: no metrics.json under {argv[0]}", file=sys.stderr)
+        return 2
+    print(f"report: {Path(argv[0]) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

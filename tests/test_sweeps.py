@@ -1,0 +1,228 @@
+"""Sweeps: collection and transfer analysis on synthetic metrics.json trees with a known optimum,
+resuming and retrying sweep jobs, a 2×2 multirun end to end with the local launcher, μTransfer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from src.runs import read_record
+from src.sweeps import report as report_module
+from src.sweeps.collect import points, records
+from src.sweeps.transfer import Curve, analyse, parabola_vertex
+from tests.conftest import ROOT, TINY, make_config
+
+ARM_KEYS = ["parametrization.name", "optimizer._target_"]
+
+
+def _write(root, arm, width, depth, log2_lr, loss, status="ok", seed=0):
+    job = root / f"{arm}-w{width}-d{depth}-lr{log2_lr}-s{seed}"
+    job.mkdir(parents=True)
+    config = {"seed": seed, "model": {"width": width, "depth": depth},
+              "optimizer": {"_target_": "torch.optim.AdamW", "lr": 2.0**log2_lr},
+              "parametrization": {"name": arm},
+              "sweep": {"arm_keys": ARM_KEYS, "base_width": 64, "base_depth": 2}}
+    record = {"status": status, "config": config, "config_hash": "x", "steps": 10, "wall_time_s": 1.0,
+              "sweep_metric": loss if status == "ok" else math.inf, "metrics": {}, "plan": {}}
+    if status == "failed":
+        record["error"] = "Traceback ...\nRuntimeError: boom"
+    (job / "metrics.json").write_text(json.dumps(record))
+
+
+def synthetic_sweep(root):
+    """μP: optimum at log2 η = -8 at every size, wider/deeper better. SP: the optimum falls one octave
+    per width doubling, and LRs 3 octaves above it diverge."""
+    grid = range(-11, -4)
+    for width in (64, 128, 256):
+        for x in grid:
+            _write(root, "mup", width, 2, x, 3 + 0.1 * (x + 8) ** 2 - 0.05 * math.log2(width))
+            opt = -8 - math.log2(width / 64)
+            status = "diverged" if x - opt >= 3 else "ok"
+            _write(root, "sp", width, 2, x, 3 + 0.1 * (x - opt) ** 2, status)
+    for depth in (4, 8):
+        for x in grid:
+            _write(root, "mup", 64, depth, x, 3 + 0.1 * (x + 8) ** 2 - 0.05 * math.log2(64) - 0.01 * depth)
+    _write(root, "mup", 64, 16, -8, 0.0, status="failed")  # a failed job: its size has no optimum
+
+
+def test_parabola_and_flags():
+    assert parabola_vertex([-1, 0, 1], [1.0, 0.0, 1.0]) == 0.0
+    assert parabola_vertex([0, 1, 2], [3.0, 1.0, 2.0]) == pytest.approx(1.1666666)
+    edge = Curve(64, [-3, -2, -1], [3.0, 2.0, 1.0], [[3.0], [2.0], [1.0]]).optimum()
+    assert (edge.log2_lr, edge.flag) == (-1, "edge")
+    near = Curve(64, [-3, -2, -1, 0], [3.0, 2.0, 1.0, math.inf], [[3.0], [2.0], [1.0], []]).optimum()
+    assert (near.log2_lr, near.flag) == (-1, "next to diverged")
+    assert Curve(64, [-1], [math.inf], [[]]).optimum().flag == "all diverged"
+
+
+def test_transfer_metrics_on_a_known_sweep(tmp_path):
+    synthetic_sweep(tmp_path)
+    recs = records(tmp_path)
+    assert len(recs) == 3 * 7 * 2 + 2 * 7 + 1
+    pts, base = points(recs)
+    results = {(r.arm, r.axis): r for r in analyse(pts, base)}
+    mup, sp = results[("mup/AdamW", "width")], results[("sp/AdamW", "width")]
+    assert mup.ref_size == 64 and sp.ref_size == 64
+    assert [mup.optima[s].log2_lr for s in (64, 128, 256)] == pytest.approx([-8, -8, -8])
+    assert (mup.drift, mup.slope, mup.regret, mup.violations) == (pytest.approx(0), pytest.approx(0), 0.0, 0)
+    assert [sp.optima[s].log2_lr for s in (64, 128, 256)] == pytest.approx([-8, -9, -10])
+    assert sp.drift == pytest.approx(2.0) and sp.slope == pytest.approx(-1.0)
+    assert sp.regret == pytest.approx(0.1 * 2**2)  # at η*(64) = 2^-8 the 256-wide SP sits 2 octaves off
+    assert sp.violations == 2  # the larger SP model is worse at the small model's optimum
+    depth = results[("mup/AdamW", "depth")]
+    assert sorted(depth.curves) == [2, 4, 8, 16] and depth.drift == pytest.approx(0)
+    assert depth.optima[16].flag == "all diverged" and depth.optima[16].log2_lr is None  # failed: no optimum
+    assert all(p["loss"] == math.inf for p in pts if p["dir"].startswith("mup-w64-d16"))
+
+
+def test_report_files_name_the_optimum_per_size(tmp_path):
+    synthetic_sweep(tmp_path)
+    transfer = report_module.report(tmp_path)
+    for name in ("runs.csv", "transfer.json", "transfer_curves.png", "optimum_vs_size.png", "report.md"):
+        assert (tmp_path / name).exists(), name
+    text = (tmp_path / "report.md").read_text()
+    assert "| sp/AdamW | -8.00 | -9.00 | -10.00 | 2.00 | -1.00 | 0.400 | 2 |" in text
+    assert "RuntimeError: boom" in text and "1 failed" in text
+    saved = json.loads((tmp_path / "transfer.json").read_text())
+    assert saved == json.loads(json.dumps(transfer))
+    arm = next(a for a in saved["arms"] if a["arm"] == "mup/AdamW" and a["axis"] == "width")
+    assert arm["optimal_log2_lr"] == {"64": -8.0, "128": -8.0, "256": -8.0}
+    assert arm["best_run"].startswith("mup-w64-d2-lr-8") and arm["arm_values"]["parametrization.name"] == "mup"
+
+
+def test_report_on_a_partial_or_empty_sweep(tmp_path, capsys):
+    _write(tmp_path, "mup", 64, 2, -8, 3.0)
+    assert report_module.report(tmp_path)["jobs"] == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report_module.main([str(empty)]) == 2 and "no metrics.json" in capsys.readouterr().err
+
+
+def test_a_relaunched_sweep_continues_interrupted_jobs_and_retries_failures_on_request(train, monkeypatch):
+    from src.tasks.causal_lm import CausalLMTask
+
+    args = [*TINY, "steps=6", "val_every=2", "ckpt_every=2"]
+    real = CausalLMTask.loss
+
+    def flaky(self, batch):
+        if self.training and self.global_step == 4:
+            raise RuntimeError("transient")
+        return real(self, batch)
+
+    monkeypatch.setattr(CausalLMTask, "loss", flaky)
+    _, job = train(*args, multirun=True)
+    assert read_record(job)["status"] == "failed"
+    monkeypatch.setattr(CausalLMTask, "loss", real)
+    assert train(*args, run_dir=job, multirun=True)[0] == math.inf  # failures are left alone by default
+    metric, _ = train(*args, "sweep.rerun_failed=true", run_dir=job, multirun=True)
+    assert read_record(job)["status"] == "ok" and math.isfinite(metric)
+    assert (job / "metrics.failed-1.json").exists()
+    (job / "metrics.json").unlink()  # as if killed after its last checkpoint
+    again, _ = train(*args, run_dir=job, multirun=True)
+    assert again == metric and read_record(job)["steps"] == 6
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from src.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra
+    assert hydra_cfg.launcher._target_.endswith("SlurmLauncher")
+    assert hydra_cfg.launcher.timeout_min == 240 and hydra_cfg.launcher.array_parallelism == 64
+
+
+SMALL = ["experiment=gpt2_width_depth_sweep", "budget=smoke", "budget.widths=[64,128]", "budget.depths=[2]",
+         "budget.log2_lrs=[-9,-7]", "sweep.arms=[completep]", "steps=4", "val_every=2", "logger=csv",
+         "model.head_dim=16", "data.seq_len=32", "data.batch_size=4"]
+
+
+@pytest.mark.timeout(600)
+def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "src.run", *SMALL, f"hydra.sweep.dir={sweep_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(sweep_dir)
+    assert len(recs) == 4 and {r["status"] for r in recs} == {"ok"}
+    swept = ["optimizer", "parametrization", "seed", "sweep.log2_lr", "sweep.size"]
+    assert all([i.split(":")[0] for i in r["dir"].split("+")[:5]] == swept for r in recs)  # named from them
+    text = (sweep_dir / "report.md").read_text()
+    assert "| completep/AdamW |" in text and "log2 η* @64" in text and "log2 η* @128" in text
+    transfer = json.loads((sweep_dir / "transfer.json").read_text())
+    width = next(a for a in transfer["arms"] if a["axis"] == "width")
+    assert set(width["optimal_log2_lr"]) == {"64", "128"}
+
+    # μTransfer: a wider target takes the proxy's optimal LR at the base size
+    from src.run import run
+
+    target = tmp_path / "target"
+    target.mkdir()
+    cfg = make_config(*[a for a in SMALL if a not in ("budget=smoke",)], "hydra.mode=RUN",
+                      "parametrization=completep", "sweep.size=w256-d2", "steps=6", f"mutransfer.from={sweep_dir}")
+    run(cfg, target)
+    record = read_record(target)
+    assert record["status"] == "ok"
+    info = record["mutransfer"]
+    assert info["source_size"] == 64 and info["log2_lr"] == width["ref_log2_lr"]
+    assert record["config"]["optimizer"]["lr"] == pytest.approx(2.0 ** width["ref_log2_lr"])
+    assert any("steps differs" in w for w in info["warnings"])
+
+
+@pytest.mark.timeout(600)
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [*SMALL, "budget.widths=[64]", "budget.log2_lrs=[-9]", "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in records(sweep_dir)] == ["ok"]
+    assert (sweep_dir / "report.md").exists()
+    shutil.rmtree(sweep_dir)
+
+
+@pytest.mark.timeout(600)
+def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    args = ["-m", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "steps=4", "val_every=2",
+            "parametrization=completep", "model.tie_head=false", "parametrization.base_width=32",
+            "parametrization.base_depth=2", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(sweep_dir)
+    assert len(recs) == 2 and len({r["config"]["model"]["init_std"] for r in recs}) == 2
+    best = min((r for r in recs if r["status"] == "ok"), key=lambda r: r["sweep_metric"])
+
+    from src.run import run
+
+    target = tmp_path / "target"
+    target.mkdir()
+    run(make_config(*TINY, "steps=4", "val_every=2", "parametrization=completep", "model.tie_head=false",
+                    "model.width=64", f"mutransfer.from={sweep_dir}"), target)
+    record = read_record(target)
+    assert record["mutransfer"]["source_run"] == best["dir"]
+    for key in ("lr",):
+        assert record["config"]["optimizer"][key] == best["config"]["optimizer"][key]
+    assert record["config"]["model"]["init_std"] == best["config"]["model"]["init_std"]
+    assert record["config"]["parametrization"]["readout_mult"] == best["config"]["parametrization"]["readout_mult"]
+
+
+def test_long_job_dirnames_are_shortened_stably():
+    from src.config import job_dirname
+
+    short = "model.width:128+sweep.log2_lr:-9"
+    assert job_dirname(short) == short
+    assert job_dirname(short, {"sweep.log2_lr": "-9,-8"}) == "sweep.log2_lr:-9+model.width:128"  # swept first
+    long = "+".join(f"parametrization.mult_{i}:{0.123456789 * i}" for i in range(20))
+    name = job_dirname(long)
+    assert len(name) <= 200 and name.startswith("parametrization.mult_0:0.0+") and name == job_dirname(long)
+    assert name != job_dirname(long.replace("0.123", "0.124"))
