@@ -184,8 +184,10 @@ def _check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.wandb.mode={wandb.get('mode')!r}; choose one of {', '.join(modes)}")
 
 
-def model_plan(cfg: DictConfig, vocab_size: int):
-    """(model factory, parametrization, μP plan) of a config; builds models on the meta device only."""
+def model_plan(cfg: DictConfig, inputs: dict[str, int]):
+    """(model factory, parametrization, μP plan) of a config; builds models on the meta device only.
+    ``inputs`` are the constructor numbers the data decides (its ``model_inputs``: vocab size, or image
+    size, channels and classes)."""
     import torch
 
     from src.mup.plan import make_plan
@@ -193,7 +195,7 @@ def model_plan(cfg: DictConfig, vocab_size: int):
     param = build(cfg.parametrization, "parametrization")
 
     def factory(**sizes):
-        return build(cfg.model, "model", vocab_size=vocab_size, **sizes)
+        return build(cfg.model, "model", **inputs, **sizes)
 
     with torch.device("meta"):  # the run-size model first, so its own errors name model.*
         factory()
@@ -230,6 +232,12 @@ def _check_model_fits_data(cfg: DictConfig) -> None:
     max_len, seq_len = cfg.model.get("max_seq_len"), cfg.data.get("seq_len")
     if isinstance(max_len, int) and isinstance(seq_len, int) and max_len < seq_len:
         raise ConfigError(f"model.max_seq_len={max_len} is shorter than data.seq_len={seq_len}")
+    objective = str(OmegaConf.select(cfg, "task.objective._target_", default=""))
+    if objective.endswith("RectifiedFlow") and cfg.model.get("learn_sigma"):
+        raise ConfigError("model.learn_sigma=true needs task/objective=ddpm (the flow predicts a velocity only)")
+    dropout = OmegaConf.select(cfg, "task.label_dropout", default=0)
+    if isinstance(dropout, (int, float)) and dropout > 0 and cfg.model.get("class_dropout") is False:
+        raise ConfigError(f"task.label_dropout={dropout} needs a null label: set model.class_dropout=true")
 
 
 def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
@@ -253,7 +261,7 @@ def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
     key = json.dumps({k: structure[k] for k in ("model", "parametrization", "optimizer", "data")}, sort_keys=True)
     if checked is not None and key in checked:
         return
-    factory, _, plan = model_plan(cfg, build(cfg.data, "data").vocab_size)
+    factory, _, plan = model_plan(cfg, build(cfg.data, "data").model_inputs)
     with torch.device("meta"):
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
     try:  # the optimizer validates its own arguments (betas, eps, momentum, unknown keys)

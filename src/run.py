@@ -163,7 +163,7 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
 
 def _built_plan(cfg: DictConfig):
     """The plan of ``cfg`` with the init std of every tensor of the built model."""
-    factory, param, plan = model_plan(cfg, build(cfg.data, "data").vocab_size)
+    factory, param, plan = model_plan(cfg, build(cfg.data, "data").model_inputs)
     build_model(factory, plan, param)
     return plan
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from src.config import ConfigError
-from src.data.text import HFTextData, PySourceData, RandomWindows, TextFilesData, hash_split, hub_reachable
+from src.data.hf import hub_reachable
+from src.data.text import HFTextData, PySourceData, RandomWindows, TextFilesData, hash_split
 
 STREAM = dict(seq_len=16, batch_size=4, val_batches=2)
 

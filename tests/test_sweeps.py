@@ -139,7 +139,7 @@ def test_slurm_launcher_config_composes():
     assert hydra_cfg.launcher.timeout_min == 240 and hydra_cfg.launcher.array_parallelism == 64
 
 
-SMALL = ["experiment=gpt2_width_depth_sweep", "budget=smoke", "budget.widths=[64,128]", "budget.depths=[2]",
+SMALL = ["experiment=gpt2_width_depth_sweep", "budget=smoke", "budget.widths=[32,64]", "budget.depths=[2]",
          "budget.log2_lrs=[-9,-7]", "sweep.arms=[completep]", "steps=4", "val_every=2", "logger=csv",
          "model.head_dim=16", "data.seq_len=32", "data.batch_size=4"]
 
@@ -155,10 +155,10 @@ def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
     swept = ["optimizer", "parametrization", "seed", "sweep.log2_lr", "sweep.size"]
     assert all([i.split(":")[0] for i in r["dir"].split("+")[:5]] == swept for r in recs)  # named from them
     text = (sweep_dir / "report.md").read_text()
-    assert "| completep/AdamW |" in text and "log2 η* @64" in text and "log2 η* @128" in text
+    assert "| completep/AdamW |" in text and "log2 η* @32" in text and "log2 η* @64" in text
     transfer = json.loads((sweep_dir / "transfer.json").read_text())
     width = next(a for a in transfer["arms"] if a["axis"] == "width")
-    assert set(width["optimal_log2_lr"]) == {"64", "128"}
+    assert set(width["optimal_log2_lr"]) == {"32", "64"}
 
     # μTransfer: a wider target takes the proxy's optimal LR at the base size
     from src.run import run
@@ -171,7 +171,7 @@ def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
     record = read_record(target)
     assert record["status"] == "ok"
     info = record["mutransfer"]
-    assert info["source_size"] == 64 and info["log2_lr"] == width["ref_log2_lr"]
+    assert info["source_size"] == 32 and info["log2_lr"] == width["ref_log2_lr"]
     assert record["config"]["optimizer"]["lr"] == pytest.approx(2.0 ** width["ref_log2_lr"])
     assert any("steps differs" in w for w in info["warnings"])
 
@@ -179,7 +179,7 @@ def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
 @pytest.mark.timeout(600)
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = [*SMALL, "budget.widths=[64]", "budget.log2_lrs=[-9]", "hydra/launcher=submitit_local",
+    args = [*SMALL, "budget.widths=[32]", "budget.log2_lrs=[-9]", "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={sweep_dir}"]
     result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=500, env=os.environ)

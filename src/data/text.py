@@ -15,12 +15,10 @@ import glob
 import hashlib
 import logging
 import os
-import socket
 import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import lightning as L
 import numpy as np
@@ -29,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from src.checks import check_sizes
 from src.config import ConfigError
+from src.data.hf import load_hf_split
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +196,11 @@ class TokenStreamData(L.LightningDataModule):
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    @property
+    def model_inputs(self) -> dict[str, int]:
+        """The constructor numbers the data decides for a language model."""
+        return {"vocab_size": self.vocab_size}
+
     def cache_path(self) -> Path:
         key = f"{self.source_fingerprint()}|{self.tokenizer.fingerprint}|{self.val_fraction}"
         return self.cache_dir / "tokens" / f"{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -307,22 +311,6 @@ class TextFilesData(TokenStreamData):
             yield from tail_split(text, self.val_fraction)
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connect within ``timeout`` seconds."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = urlparse(endpoint).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _offline_env() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 class HFTextData(TokenStreamData):
     """A Hugging Face ``datasets`` text dataset: a local file or directory, or a Hub name.
 
@@ -333,8 +321,6 @@ class HFTextData(TokenStreamData):
     """
 
     kind = "hf_text"
-    _BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".csv": "csv", ".parquet": "parquet"}
-
     def __init__(self, name_or_path: str, subset: str | None = None, train_split: str = "train",
                  val_split: str | None = None, text_field: str = "text", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -345,39 +331,7 @@ class HFTextData(TokenStreamData):
         self._datasets = None
 
     def _load(self, split: str):
-        import datasets
-
-        key = f"data.name_or_path={self.name_or_path!r}"
-        path = Path(self.name_or_path).expanduser()
-        looks_local = self.name_or_path.startswith(("/", ".", "~")) or path.suffix in self._BUILDERS
-        try:
-            if path.is_file():
-                if self.val_split is not None:
-                    raise ConfigError(f"data.val_split={self.val_split!r}: {path.name} is a single file with "
-                                      "one split; leave val_split null to split its rows")
-                builder = self._BUILDERS.get(path.suffix)
-                if builder is None:
-                    raise ConfigError(f"{key}: unknown file type {path.suffix!r}; use one of {', '.join(self._BUILDERS)}")
-                options = {"keep_linebreaks": True} if builder == "text" else {}
-                return datasets.load_dataset(builder, data_files={split: str(path)}, split=split, **options)
-            if path.is_dir() and any((path / f).exists() for f in ("state.json", "dataset_dict.json")):
-                saved = datasets.load_from_disk(str(path))
-                if not isinstance(saved, datasets.DatasetDict):
-                    return saved
-                if split not in saved:
-                    raise ConfigError(f"{key}: no split {split!r}; it has {', '.join(saved)}")
-                return saved[split]
-            if not path.exists() and looks_local:
-                raise ConfigError(f"{key}: no such file or directory")
-            if not path.exists() and not _offline_env() and not hub_reachable():
-                raise ConfigError(f"{key} is not a local path and the Hugging Face Hub is unreachable; pass a "
-                                  "local path, or set HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 to use a cached copy")
-            return datasets.load_dataset(str(path) if path.exists() else self.name_or_path, self.subset, split=split)
-        except ConfigError:
-            raise
-        except (FileNotFoundError, ConnectionError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"{key} (split {split!r}): {first}") from None
+        return load_hf_split(self.name_or_path, self.subset, split, self.val_split)
 
     def _splits(self) -> dict:
         if self._datasets is None:

@@ -25,10 +25,10 @@ from src.runs import RunRecord, config_hash
 log = logging.getLogger("src.coord_check")
 
 
-def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int, batch, vocab_size: int):
+def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int, batch, inputs: dict[str, int]):
     spec = cfg.coord_check
     sized = OmegaConf.merge(cfg, {"model": {"width": width, "depth": depth}, "parametrization": arm})
-    factory, param, plan = model_plan(sized, vocab_size)
+    factory, param, plan = model_plan(sized, inputs)
     torch.manual_seed(seed)
     model = build_model(factory, plan, param)
     task = build(cfg.task, "task", _partial_=True)(model=model, plan=plan, optimizer=plain(cfg.optimizer),
@@ -53,7 +53,7 @@ def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
             for size in sizes:
                 width, depth = (size, spec.base_depth) if axis == "width" else (spec.base_width, size)
                 for seed in spec.seeds:
-                    stats = _measure(cfg, arm, width, depth, seed, batch, data.vocab_size)
+                    stats = _measure(cfg, arm, width, depth, seed, batch, data.model_inputs)
                     rows += [{"arm": arm_name, "axis": axis, "size": size, "seed": seed, "step": step,
                               "quantity": q, "value": v} for step, values in enumerate(stats) for q, v in values.items()]
         log.info("coordinate check: %s done", arm_name)

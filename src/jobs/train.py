@@ -45,7 +45,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     """Build data, model, task and trainer from ``cfg``; fit; return the run's record."""
     L.seed_everything(cfg.seed, verbose=False)  # model init; data and noise use their own generators
     data = build(cfg.data, "data")
-    factory, param, plan = model_plan(cfg, data.vocab_size)
+    factory, param, plan = model_plan(cfg, data.model_inputs)
     data.setup("fit")
     model = build_model(factory, plan, param)
     make_task = build(cfg.task, "task", _partial_=True)  # objects are passed to the partial, not via OmegaConf

@@ -4,7 +4,8 @@ Written here instead of taken from timm because μP needs three things timm's bl
 an explicit attention scale (timm's fused path always uses head_dim**-0.5), separate q/k/v/o
 projections (so the query can be zero-initialised and each matrix gets its own role), and a scalar
 multiplier on every residual branch. Modules take numbers only; they know nothing about μP beyond
-the multipliers they are given.
+the multipliers they are given. The diffusion pieces (patches, 2-D sin-cos positions, timestep
+embedding, adaLN modulation) follow facebookresearch/DiT.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ def check_heads(width: int, head_dim: int) -> int:
     return width // head_dim
 
 
-def make_norm(width: int, enabled: bool = True, eps: float = 1e-5, bias: bool = True) -> nn.Module:
-    """LayerNorm over the last dim, or the identity when normalisation is switched off."""
-    return nn.LayerNorm(width, eps=eps, bias=bias) if enabled else nn.Identity()
+def make_norm(width: int, enabled: bool = True, eps: float = 1e-5, bias: bool = True,
+              affine: bool = True) -> nn.Module:
+    """LayerNorm over the last dim (without gain and bias when not ``affine``, as in DiT), or the
+    identity when normalisation is switched off."""
+    if not enabled:
+        return nn.Identity()
+    return nn.LayerNorm(width, eps=eps, elementwise_affine=affine, bias=bias and affine)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention y = O · softmax(s · q kᵀ) v, computed by scaled_dot_product_attention.
+    """Multi-head attention y = O · softmax(s · q kᵀ) v, computed by scaled_dot_product_attention.
 
     The logit scale s is explicit: 1/√d_head under SP; μP passes √d_base/d_head-style values instead.
     With ``causal`` the softmax is masked to the past (GPT-2); without it attention is bidirectional.
+    ``context`` in ``forward`` makes it cross-attention (q from x, k and v from the context, of width
+    ``context_width``); ``qk_norm`` applies RMSNorm over each head's q and k (gains of size d_head).
     """
 
     def __init__(
@@ -47,6 +54,8 @@ class Attention(nn.Module):
         causal: bool = True,
         bias: bool = True,
         dropout: float = 0.0,
+        qk_norm: bool = False,
+        context_width: int | None = None,
     ) -> None:
         super().__init__()
         self.n_heads = check_heads(width, head_dim)
@@ -54,27 +63,48 @@ class Attention(nn.Module):
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
         self.causal = causal
         self.dropout = dropout
+        kv_width = context_width or width
         self.q = nn.Linear(width, width, bias=bias)
-        self.k = nn.Linear(width, width, bias=bias)
-        self.v = nn.Linear(width, width, bias=bias)
+        self.k = nn.Linear(kv_width, width, bias=bias)
+        self.v = nn.Linear(kv_width, width, bias=bias)
         self.o = nn.Linear(width, width, bias=bias)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.resid_drop = nn.Dropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = x.shape
         return x.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, width = x.shape
-        y = F.scaled_dot_product_attention(
-            self._heads(self.q(x)),
-            self._heads(self.k(x)),
-            self._heads(self.v(x)),
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal,
-            scale=self.scale,
-        )
-        return self.resid_drop(self.o(y.transpose(1, 2).reshape(batch, seq, width)))
+    def kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k (normalised when ``qk_norm``) and v as (batch, heads, seq, d_head)."""
+        return self.k_norm(self._heads(self.k(source))), self._heads(self.v(source))
+
+    def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """q, k, v as (batch, heads, seq, d_head); k and v from ``context`` when given."""
+        return (self.q_norm(self._heads(self.q(x))), *self.kv(x if context is None else context))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=causal, scale=self.scale)
+        return y.transpose(1, 2).flatten(2)
+
+    def out(self, y: torch.Tensor) -> torch.Tensor:
+        return self.resid_drop(self.o(y))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.attend(*self.qkv(x, context), causal=self.causal and context is None))
+
+
+def joint_attention(attns: list[Attention], xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """MMDiT's joint attention: every stream projects its own q, k, v with its own weights, one
+    softmax runs over the concatenated sequence, and each stream's slice goes through its own output
+    projection. The streams must share the number of heads, d_head and the logit scale."""
+    parts = [attn.qkv(x) for attn, x in zip(attns, xs)]
+    q, k, v = (torch.cat([p[i] for p in parts], dim=2) for i in range(3))
+    y = attns[0].attend(q, k, v)
+    ys = y.split([x.shape[1] for x in xs], dim=1)
+    return [attn.out(part) for attn, part in zip(attns, ys)]
 
 
 class MLP(nn.Module):
@@ -135,3 +165,61 @@ class Block(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = torch.add(h, self.attn(self.norm1(h)), alpha=self.branch_mult)
         return torch.add(h, self.mlp(self.norm2(h)), alpha=self.branch_mult)
+
+
+# --------------------------------------------------------------------------- diffusion Transformers
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x · (1 + scale) + shift, with (batch, width) shift and scale broadcast over tokens."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) → (B, H/p · W/p, p·p·C) tokens in row-major patch order."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(tokens: torch.Tensor, patch: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of ``patchify``: (B, T, p·p·C) → (B, C, H, W)."""
+    b = tokens.shape[0]
+    x = tokens.reshape(b, height // patch, width // patch, patch, patch, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, height, width)
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """[sin(p ω_k), cos(p ω_k)] with ω_k = 10000^(-k/(dim/2)), k < dim/2 (MAE/DiT positions)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.double().reshape(-1, 1) * omega
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_2d(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions of a grid × grid patch layout, (grid², dim): half the channels
+    encode the column, half the row, as in DiT's ``get_2d_sincos_pos_embed``."""
+    if dim % 4:
+        raise ValueError(f"width={dim} must be a multiple of 4 for 2-D sin-cos positions")
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    return torch.cat([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], dim=1).float()
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """DiT's sinusoidal timestep features [cos(t ω_k), sin(t ω_k)], ω_k = max_period^(-k/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """t → MLP(sinusoid(t)): Linear(freq_dim → n), SiLU, Linear(n → n)."""
+
+    def __init__(self, width: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_features(t, self.freq_dim))

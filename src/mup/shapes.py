@@ -14,7 +14,8 @@ Labels: ``input`` (fixed → grown), ``hidden`` (grown → grown), ``output`` (g
 lives in a depth-repeated module (a residual block). Whatever the shapes cannot decide is an error
 that names the parameter: a raw 2-D ``nn.Parameter`` with two grown dims, blocks of one list whose
 shapes differ, lists whose length grows with width. A model may name roles in its optional
-``mup_roles`` dict (normalised name → label, or (label, in_branch)), the only μP knowledge it may carry.
+``mup_roles`` dict (normalised name → label, or (label or None, in_branch)), the only μP knowledge it may
+carry: e.g. ``(None, True)`` marks a residual block that is not in a depth-repeated list as a branch.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ def _shapes(model: nn.Module, containers: set[str]) -> dict[str, torch.Size]:
     return shapes
 
 
-def _override(value: Any) -> tuple[str, bool | None]:
+def _override(value: Any) -> tuple[str | None, bool | None]:
+    """A ``mup_roles`` value: a label, or (label, in_branch) where a None label is left to the shapes."""
     label, in_branch = (value, None) if isinstance(value, str) else tuple(value)
-    if label not in LABELS:
+    if label is not None and label not in LABELS:
         raise RoleError(f"mup_roles value {value!r}; roles are {', '.join(LABELS)}")
     return label, in_branch
 
