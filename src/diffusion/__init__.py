@@ -1,0 +1,1 @@
+"""Diffusion processes: Gaussian (DDPM, DDIM, guidance), rectified flow; the masked process later."""
