@@ -26,6 +26,7 @@ test-slow: $(STAMP)               ## the slow checks
 bench: $(STAMP)                   ## speed baselines (ratios measured side by side)
 	$(PY) experiments/benchmarks/gpt2_step.py
 	$(PY) experiments/benchmarks/spectral_monitor.py
+	$(PY) experiments/benchmarks/sweep_launchers.py --repeats 1
 
 lock:                             ## re-resolve pyproject.toml's ranges into requirements.lock
 	rm -rf .lock-venv

@@ -184,6 +184,25 @@ def _check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.wandb.mode={wandb.get('mode')!r}; choose one of {', '.join(modes)}")
 
 
+def _check_inputs(model: DictConfig, inputs: dict[str, int]) -> None:
+    """The model must take every number the data decides (a language model and image data, or a
+    diffusion model and a corpus, do not fit)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        params = inspect.signature(get_class(model._target_)).parameters
+    except Exception:  # an unimportable target is reported when it is built
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    if unknown := [k for k in inputs if k not in params]:
+        wanted = [k for k in ("vocab_size", "image_size", "in_channels", "num_classes") if k in params]
+        raise ConfigError(f"model ({model._target_.rsplit('.', 1)[-1]}) does not take {', '.join(unknown)} from the "
+                          f"data: pair it with data that gives {', '.join(wanted)}")
+
+
 def model_plan(cfg: DictConfig, inputs: dict[str, int]):
     """(model factory, parametrization, μP plan) of a config; builds models on the meta device only.
     ``inputs`` are the constructor numbers the data decides (its ``model_inputs``: vocab size, or image
@@ -193,6 +212,7 @@ def model_plan(cfg: DictConfig, inputs: dict[str, int]):
     from src.mup.plan import make_plan
 
     param = build(cfg.parametrization, "parametrization")
+    _check_inputs(cfg.model, inputs)
 
     def factory(**sizes):
         return build(cfg.model, "model", **inputs, **sizes)

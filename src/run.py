@@ -34,7 +34,7 @@ from src.config import ConfigError, build, check, model_plan, plain, preflight
 from src.mup.plan import build_model
 from src.sweeps import mutransfer
 from src.jobs import JOBS
-from src.runs import CONFIG_FILE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
+from src.runs import CONFIG_FILE, METRICS_FILE, RunRecord, config_hash, last_checkpoint, read_record, write_record
 
 log = logging.getLogger("src.run")
 # Lightning noise that says nothing about the run.
@@ -83,19 +83,25 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
     """When ``run_dir`` already holds a run. A single run is refused. In a (relaunched) sweep, a job
     with the same config hash is skipped when it finished, continued from its checkpoint when it was
     interrupted (or failed, with ``sweep.rerun_failed=true``: its record is kept aside); any other
-    run there is left alone. Returns the sweep metric, or the config to run with."""
+    run there is left alone. A job that failed before saving its config is compared by the hash in
+    its record. Every rank decides alike (a DDP job's ranks must agree); only rank 0 moves files.
+    Returns the sweep metric, or the config to run with."""
     if not multirun:
         raise ConfigError(f"{run_dir} already holds a run; resume it with resume={run_dir} or pick a new dir")
-    same = config_hash(plain(OmegaConf.load(run_dir / CONFIG_FILE))) == config_hash(plain(cfg))
     record = read_record(run_dir)
+    saved = run_dir / CONFIG_FILE
+    earlier_hash = config_hash(plain(OmegaConf.load(saved))) if saved.exists() else record["config_hash"]
+    same = earlier_hash == config_hash(plain(cfg))
     if same and record is not None and record["status"] in ("ok", "diverged"):
         log.info("%s: finished earlier (status %s); skipped", run_dir, record["status"])
         return record["sweep_metric"]
     if same and (record is None or (record["status"] == "failed" and cfg.sweep.get("rerun_failed"))):
-        if record is not None:
+        if record is not None and rank_zero_only.rank == 0:
             _set_aside(run_dir / METRICS_FILE)
-        log.info("%s: continuing the %s job", run_dir, "failed" if record else "interrupted")
-        cfg.resume = str(run_dir)
+        log.info("%s: %s the %s job", run_dir, "continuing" if saved.exists() else "rerunning",
+                 "failed" if record else "interrupted")
+        if saved.exists() and last_checkpoint(run_dir).exists():
+            cfg.resume = str(run_dir)
         return cfg
     log.warning("%s holds a %s run; left alone", run_dir, "failed" if same else "different")
     return math.inf
@@ -121,16 +127,18 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
                     return done["sweep_metric"]
                 if rank_zero_only.rank == 0:
                     _set_aside(run_dir / METRICS_FILE)
-        elif rank_zero_only.rank == 0 and (run_dir / CONFIG_FILE).exists():
+        transfer = None
+        if cfg.mutransfer.get("from") and not cfg.get("resume"):  # before the relaunch check: the
+            cfg, transfer = mutransfer.apply(cfg)                    # saved config holds its values
+        earlier_files = (run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()
+        # a single run's other DDP ranks start after rank 0 has saved its config: only rank 0 refuses
+        if not cfg.get("resume") and earlier_files and (multirun or rank_zero_only.rank == 0):
             earlier = _earlier_run(cfg, run_dir, multirun)
             if not isinstance(earlier, DictConfig):
                 return earlier
             cfg = earlier
         if multirun:
             _name_in_sweep(cfg, run_dir)
-        transfer = None
-        if cfg.mutransfer.get("from") and not cfg.get("resume"):
-            cfg, transfer = mutransfer.apply(cfg)
         check(cfg)
         if cfg.print_plan:
             print(_built_plan(cfg).table())

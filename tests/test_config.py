@@ -14,8 +14,31 @@ GROUPS = ("task", "model", "parametrization", "optimizer", "scheduler", "data", 
 NEEDS_GPU = {"trainer": {"gpu", "fsdp"}, "experiment": {"gpt2_124m"}}
 _HERE = Path(__file__)
 UNTIED = "model.tie_head=false"  # μP arms need an untied readout
-NEEDS_VALUES = {"data": {"text_files": f"data.paths=[{_HERE}]", "hf_text": f"data.name_or_path={_HERE}"},
-                "parametrization": {"mup": UNTIED, "depth_mup": UNTIED, "completep": UNTIED}}
+IMAGES = ["task=image_diffusion", "model=dit"]  # image data goes with a diffusion model and task
+NEEDS_VALUES = {
+    "data": {"text_files": [f"data.paths=[{_HERE}]"], "hf_text": [f"data.name_or_path={_HERE}"],
+             "mnist5k": IMAGES, "digits": IMAGES, "shapes": IMAGES, "cifar10": [*IMAGES, "data.root=/tmp"],
+             "image_folder": [*IMAGES, f"data.root={_HERE.parent.parent}"], "hf_images": [*IMAGES, "@hf_images"],
+             "latents": [*IMAGES, "@latents"]},
+    "parametrization": {"mup": [UNTIED], "depth_mup": [UNTIED], "completep": [UNTIED]},
+    "model": {m: ["task=image_diffusion", "data=digits"] for m in ("dit", "dit_s", "dit_b", "dit_l", "dit_xl",
+                                                                   "uvit", "pixart", "mmdit")},
+    "task": {"image_diffusion": ["model=dit", "data=digits"]},
+}
+
+
+def _local_files(tmp_path, name: str) -> str:
+    """A small local data set for the file-based image options."""
+    import datasets
+    import torch
+    from PIL import Image
+
+    if name == "@latents":
+        torch.save({"latents": torch.randn(10, 4, 8, 8), "labels": torch.arange(10) % 3}, tmp_path / "l.pt")
+        return f"data.path={tmp_path / 'l.pt'}"
+    rows = {"image": [Image.new("RGB", (8, 8)) for _ in range(10)], "label": [i % 3 for i in range(10)]}
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "ds"))
+    return f"data.name_or_path={tmp_path / 'ds'}"
 
 
 def _options(group: str) -> list[str]:
@@ -28,9 +51,9 @@ def test_every_group_exists_and_has_options():
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_option_composes_and_passes_the_checks(group, option):
-    extra = NEEDS_VALUES.get(group, {}).get(option)
-    cfg = make_config(f"{group}={option}", *([extra] if extra else []))
+def test_every_option_composes_and_passes_the_checks(group, option, tmp_path):
+    extra = [_local_files(tmp_path, v) if v.startswith("@") else v for v in NEEDS_VALUES.get(group, {}).get(option, [])]
+    cfg = make_config(f"{group}={option}", *extra)
     if option in NEEDS_GPU.get(group, set()):
         with pytest.raises(ConfigError, match="needs a CUDA GPU"):
             check(cfg)
@@ -44,8 +67,11 @@ def test_experiment_files_are_global_presets():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["model=foo"], "model=foo: no such option; choose one of gpt2"),
-    (["data=nothing"], "data=nothing: no such option; choose one of hf_text, pysource, text_files"),
+    (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, mmdit, pixart, uvit"),
+    (["data=nothing"], "data=nothing: no such option; choose one of cifar10, digits, hf_images, hf_text, image_folder, "
+                       "latents, mnist5k, pysource, shapes, text_files"),
+    (["model=dit"], "model (DiT) does not take vocab_size from the data: pair it with data that gives image_size, "
+                    "in_channels, num_classes"),
     (["model.widht=64"], "model.widht: no such key in the config"),
     (["model.width=100"], "model: width=100 is not divisible by head_dim=32; choose a width that is a multiple of 32"),
     (["model.depth=0"], "model: depth=0 must be a positive integer"),

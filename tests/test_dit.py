@@ -65,7 +65,7 @@ def test_roles_match_the_dit_mup_table():
     _, _, plan = _plan(128)
     roles = {row.key: row.label for row in plan.rows}
     expected = {"patch_embed.weight": "input", "t_embed.mlp.0.weight": "input", "y_embed.weight": "input",
-                "t_embed.mlp.2.weight": "hidden", "final.ada.1.weight": "hidden", "final.linear.weight": "output"}
+                "t_embed.mlp.2.weight": "hidden", "ada_final.1.weight": "hidden", "head.weight": "output"}
     for part in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "ada.1"):
         expected[f"blocks.*.{part}.weight"] = "hidden"
     assert {k: roles[k] for k in expected} == expected
@@ -82,7 +82,7 @@ def test_sp_and_mup_are_the_same_model_at_the_base_width():
         factory, param, plan = _plan(32, name)
         torch.manual_seed(3)
         model = build_model(factory, plan, param)
-        for layer in model.modulation_layers() + [model.final.linear]:  # make the output depend on everything
+        for layer in model.modulation_layers() + [model.head]:  # make the output depend on everything
             torch.nn.init.normal_(layer.weight, std=0.1)
         outs.append(model(torch.ones(2, 1, 8, 8), torch.tensor([5, 900]), torch.tensor([1, 10])))
     assert torch.equal(outs[0], outs[1])

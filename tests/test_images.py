@@ -19,6 +19,7 @@ def test_mnist5k_is_the_real_digits_split_by_class():
     data.setup()
     assert data.train.x.shape == (4500, 1, 16, 16) and data.val.x.shape == (500, 1, 16, 16)
     assert torch.equal(torch.bincount(data.val.y), torch.full((10,), 50))
+    assert len(torch.unique(data.val.y[:30])) == 10  # the file is sorted by class; any prefix is mixed
     assert float(data.train.x.min()) == -1.0 and float(data.train.x.max()) == 1.0
     native = Mnist5kData(image_size=None, val_size=20)
     native.setup()
@@ -97,7 +98,10 @@ def test_latents_file_and_its_errors(tmp_path):
     torch.save({"latents": torch.randn(50, 4, 8, 8), "labels": torch.arange(50) % 5}, path)
     data = LatentsData(path=str(path), val_fraction=0.1)
     assert data.model_inputs == {"image_size": 8, "in_channels": 4, "num_classes": 5}
-    assert len(data.train.y) == 45 and len(data.val.y) == 5
+    assert len(data.train.y) == 45 and len(data.val.y) == 5 and data.val.y.tolist() != [0, 1, 2, 3, 4]
+    assert set(data.train.y.tolist()) | set(data.val.y.tolist()) == set(range(5))
+    with pytest.raises(ValueError, match="latents are used at their own size"):
+        LatentsData(path=str(path), image_size=4)
     torch.save({"latents": torch.randn(5, 4, 8, 8)}, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="missing 'labels'"):
         LatentsData(path=str(tmp_path / "bad.pt")).setup()

@@ -148,7 +148,7 @@ def test_hybrid_optimizer_keeps_its_schedule_after_loading_a_state():
 
 def _compose_plan(*overrides):
     cfg = make_config(*overrides)
-    return model_plan(cfg, 256)
+    return model_plan(cfg, {"vocab_size": 256})
 
 
 def test_completep_adamw_plan_at_rn4_rl2_by_hand():

@@ -211,7 +211,7 @@ def test_the_task_schedule_keeps_every_groups_ratio():
     args = [*TINY, "model.tie_head=false", "parametrization=completep", "parametrization.base_width=16",
             "parametrization.base_depth=1"]
     cfg = make_config(*args)
-    factory, param, plan = model_plan(cfg, 256)
+    factory, param, plan = model_plan(cfg, {"vocab_size": 256})
     task = CausalLMTask(build_model(factory, plan, param), plan, dict(cfg.optimizer), cosine, steps=20)
     config = task.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]

@@ -96,6 +96,21 @@ def test_report_files_name_the_optimum_per_size(tmp_path):
     assert arm["best_run"].startswith("mup-w64-d2-lr-8") and arm["arm_values"]["parametrization.name"] == "mup"
 
 
+def test_a_duplicate_job_counts_once_and_is_reported_stale(tmp_path):
+    import os
+    import time
+
+    _write(tmp_path, "mup", 64, 2, -8, 3.0)
+    _write(tmp_path / "relaunch", "mup", 64, 2, -8, 2.5)  # same arm, size, LR and seed, newer
+    newer = tmp_path / "relaunch" / "mup-w64-d2-lr-8-s0" / "metrics.json"
+    os.utime(newer, (time.time() + 10, time.time() + 10))
+    transfer = report_module.report(tmp_path)
+    assert transfer["stale"] == ["mup-w64-d2-lr-8-s0"]
+    width = next(a for a in transfer["arms"] if a["axis"] == "width")
+    assert width["best_loss"] == {"64": 2.5} or width["best_loss"] == {64: 2.5}
+    assert "Stale jobs" in (tmp_path / "report.md").read_text()
+
+
 def test_report_on_a_partial_or_empty_sweep(tmp_path, capsys):
     _write(tmp_path, "mup", 64, 2, -8, 3.0)
     assert report_module.report(tmp_path)["jobs"] == 1
@@ -126,6 +141,15 @@ def test_a_relaunched_sweep_continues_interrupted_jobs_and_retries_failures_on_r
     (job / "metrics.json").unlink()  # as if killed after its last checkpoint
     again, _ = train(*args, run_dir=job, multirun=True)
     assert again == metric and read_record(job)["steps"] == 6
+
+
+def test_a_job_that_failed_before_saving_its_config_is_left_alone_or_rerun(train):
+    args = [*TINY, "model.width=30"]  # not a multiple of head_dim: a ConfigError before anything is saved
+    first, job = train(*args, multirun=True)
+    assert first == math.inf and read_record(job)["status"] == "failed" and not (job / "config.yaml").exists()
+    assert train(*args, run_dir=job, multirun=True)[0] == math.inf  # relaunch: no crash, left alone
+    assert train(*args, "sweep.rerun_failed=true", run_dir=job, multirun=True)[0] == math.inf
+    assert (job / "metrics.failed-1.json").exists() and read_record(job)["status"] == "failed"
 
 
 def test_slurm_launcher_config_composes():
@@ -174,6 +198,9 @@ def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
     assert info["source_size"] == 32 and info["log2_lr"] == width["ref_log2_lr"]
     assert record["config"]["optimizer"]["lr"] == pytest.approx(2.0 ** width["ref_log2_lr"])
     assert any("steps differs" in w for w in info["warnings"])
+    started = record["wall_time_s"]
+    assert run(cfg, target, multirun=True) == record["sweep_metric"]  # a relaunch skips the finished target
+    assert read_record(target)["wall_time_s"] == started
 
 
 @pytest.mark.timeout(600)
@@ -226,3 +253,22 @@ def test_long_job_dirnames_are_shortened_stably():
     name = job_dirname(long)
     assert len(name) <= 200 and name.startswith("parametrization.mult_0:0.0+") and name == job_dirname(long)
     assert name != job_dirname(long.replace("0.123", "0.124"))
+
+
+@pytest.mark.timeout(600)
+def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
+    sweep_dir = tmp_path / "dit"
+    args = ["experiment=dit_mup_sweep", "budget=smoke", "data=digits", "budget.widths=[32,64]",
+            "budget.log2_lrs=[-10,-8]", "steps=4", "val_every=4", "logger=csv", "data.val_size=50",
+            "model.depth=2", "sweep.base_depth=2", "model.patch_size=2", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(sweep_dir)
+    assert len(recs) == 8 and {r["status"] for r in recs} == {"ok"}  # 2 widths × 2 LRs × SP, μP
+    samples = json.loads((sweep_dir / "samples.json").read_text())
+    assert {(s["arm"], s["size"]) for s in samples} == {(a, w) for a in ("sp/AdamW", "mup/AdamW") for w in (32, 64)}
+    assert all(math.isfinite(s["frechet_distance"]) and 0 <= s["class_accuracy"] <= 1 for s in samples)
+    assert all((sweep_dir / s["grid"]).exists() for s in samples)
+    text = (sweep_dir / "report.md").read_text()
+    assert "| mup/AdamW |" in text and "## Samples of each size's best run" in text

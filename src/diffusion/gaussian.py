@@ -186,6 +186,8 @@ class GaussianDiffusion:
     def ancestral_sample(self, model_fn: ModelFn, noise: torch.Tensor, gen: torch.Generator,
                          steps: int = 250, clip: bool = False) -> torch.Tensor:
         """Ancestral DDPM sampling x_{t−1} ~ p_θ(x_{t−1} | x_t) from x_T = ``noise``; per-step noise from ``gen``."""
+        if steps < 2:
+            raise ValueError(f"ancestral sampling needs at least 2 steps (got {steps})")
         process = self.respace(steps)
         x = noise
         for i in reversed(range(process.num_timesteps)):
@@ -200,13 +202,13 @@ def guided(model: Callable[..., torch.Tensor], y: torch.Tensor, null_label: int,
            guided_channels: int | None = None) -> ModelFn:
     """Classifier-free guidance: ε̃ = ε_u + s (ε_c − ε_u), with the conditional and unconditional
     (null-label) predictions from one doubled batch. s = 1 is the conditional prediction, s = 0 the
-    unconditional one. Only the first ``guided_channels`` output channels are guided (the ε half when
-    the model also predicts Σ, whose channels come from the conditional prediction)."""
+    unconditional one. Only the first ``guided_channels`` output channels are guided: with learned Σ
+    pass the ε channels (C), so Σ comes from the conditional prediction and stays in [β̃_t, β_t]."""
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)]))
         cond, uncond = out.chunk(2)
-        c = guided_channels or cond.shape[1]
+        c = cond.shape[1] if guided_channels is None else guided_channels
         mixed = uncond[:, :c] + scale * (cond[:, :c] - uncond[:, :c])
         return torch.cat([mixed, cond[:, c:]], dim=1)
 

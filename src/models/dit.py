@@ -7,6 +7,8 @@
         h ← h + m · gate₂ ⊙ MLP(modulate(LN(h), shift₂, scale₂))
     out = W_out · (α_out · modulate(LN(h_L), shift, scale)) + b_out   → unpatchify → ε (and Σ) channels
 
+α_out multiplies the readout's input, not its bias, as microsoft/mup's MuReadout does.
+
 LayerNorms have no gain or bias. The init is the original DiT's (xavier-uniform Linears, N(0, 0.02²)
 label table and timestep MLP, zero readout), with ``ada_init="zero"`` giving adaLN-Zero (every
 modulation Linear zeroed, each block the identity at init) and ``ada_init="fan_in"`` the DiT-μP code's
@@ -19,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.checks import check_sizes
-from src.models.layers import MLP, Attention, TimestepEmbedder, check_heads, make_norm, modulate, patchify, sincos_2d, unpatchify
+from src.models.layers import (MLP, Attention, ImageDenoiser, TimestepEmbedder, make_norm, modulate, sincos_2d,
+                               xavier_fused_)
 
 ADA_INITS = ("zero", "fan_in")
 # name: (width, depth, head_dim) of the published presets (patch 2 on a 32×32×4 latent)
@@ -45,23 +47,7 @@ class AdaLNBlock(nn.Module):
         return h + self.branch_mult * gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift2, scale2))
 
 
-class FinalLayer(nn.Module):
-    """Linear(n → p²·C_out)(α_out · modulate(LN(h), shift, scale)), the readout. α_out multiplies the
-    readout's input, not its bias (as microsoft/mup's MuReadout does)."""
-
-    def __init__(self, width: int, out_features: int, readout_mult: float = 1.0) -> None:
-        super().__init__()
-        self.readout_mult = float(readout_mult)
-        self.norm = make_norm(width, eps=1e-6, affine=False)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.linear = nn.Linear(width, out_features)
-
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.ada(c).chunk(2, dim=-1)
-        return self.linear(self.readout_mult * modulate(self.norm(h), shift, scale))
-
-
-class DiT(nn.Module):
+class DiT(ImageDenoiser):
     def __init__(
         self,
         image_size: int = 32,
@@ -82,40 +68,29 @@ class DiT(nn.Module):
         readout_mult: float = 1.0,
         attn_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(image_size=image_size, in_channels=in_channels, num_classes=num_classes, width=width,
-                    depth=depth, head_dim=head_dim, patch_size=patch_size, mlp_ratio=mlp_ratio, freq_dim=freq_dim)
-        check_heads(width, head_dim)
-        if image_size % patch_size:
-            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size,
+                         out_channels=2 * in_channels if learn_sigma else in_channels, mlp_ratio=mlp_ratio,
+                         freq_dim=freq_dim)
         if ada_init not in ADA_INITS:
             raise ValueError(f"ada_init={ada_init!r}; choose one of {', '.join(ADA_INITS)}")
-        self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
-        self.num_classes, self.learn_sigma, self.ada_init = num_classes, learn_sigma, ada_init
-        self.out_channels = 2 * in_channels if learn_sigma else in_channels
-        self.embed_mult = float(embed_mult)
-        grid = image_size // patch_size
+        self.learn_sigma, self.ada_init = learn_sigma, ada_init
+        self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         # A Linear on flattened p×p patches is DiT's Conv2d(kernel p, stride p) with the same weights
         # (flattened); as a Linear its fan-in and fan-out read like every other matrix's.
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)
-        self.register_buffer("pos_embed", sincos_2d(width, grid), persistent=False)
+        self.register_buffer("pos_embed", sincos_2d(width, image_size // patch_size), persistent=False)
         self.t_embed = TimestepEmbedder(width, freq_dim)
-        self.y_embed = nn.Embedding(num_classes + int(class_dropout), width)  # the last row: the null label
+        self.y_embed = self.label_table(class_dropout, width)
         self.blocks = nn.ModuleList(
             AdaLNBlock(width, head_dim, mlp_ratio, branch_mult, attn_scale) for _ in range(depth))
-        self.final = FinalLayer(width, patch_size * patch_size * self.out_channels, readout_mult)
+        self.norm_final = make_norm(width, eps=1e-6, affine=False)
+        self.ada_final = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.head = nn.Linear(width, patch_size * patch_size * self.out_channels)  # the readout
         self.reset_parameters()
 
-    @property
-    def null_label(self) -> int:
-        """The label index classifier-free guidance uses for "no class"."""
-        if self.y_embed.num_embeddings == self.num_classes:
-            raise ValueError("this DiT was built with class_dropout=false: it has no null label")
-        return self.num_classes
-
     def modulation_layers(self) -> list[nn.Linear]:
-        return [block.ada[-1] for block in self.blocks] + [self.final.ada[-1]]
+        return [block.ada[-1] for block in self.blocks] + [self.ada_final[-1]]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -124,6 +99,8 @@ class DiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        for block in self.blocks:  # DiT's qkv is one fused Linear
+            xavier_fused_([block.attn.q, block.attn.k, block.attn.v])
         nn.init.normal_(self.y_embed.weight, std=0.02)
         for layer in self.t_embed.mlp[0], self.t_embed.mlp[2]:
             nn.init.normal_(layer.weight, std=0.02)
@@ -132,19 +109,21 @@ class DiT(nn.Module):
                 nn.init.zeros_(layer.weight)
             else:
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="linear")
-        nn.init.zeros_(self.final.linear.weight)
-        nn.init.zeros_(self.final.linear.bias)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def condition(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.t_embed(t) + self.y_embed(y)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Noisy images (B, C, H, W), timesteps (B,), labels (B,) → (B, C_out, H, W)."""
-        h = self.embed_mult * (self.patch_embed(patchify(x, self.patch_size)) + self.pos_embed)
+        h = self.embed_mult * (self.patch_embed(self.patches(x)) + self.pos_embed)
         c = self.condition(t, y)
         for block in self.blocks:
             h = block(h, c)
-        return unpatchify(self.final(h, c), self.patch_size, self.out_channels, self.image_size, self.image_size)
+        shift, scale = self.ada_final(c).chunk(2, dim=-1)
+        out = self.head(self.readout_mult * modulate(self.norm_final(h), shift, scale))  # α_out on the input
+        return self.image(out)
 
 
 def dit_preset(name: str, **kwargs) -> DiT:

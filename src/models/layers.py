@@ -27,6 +27,17 @@ def check_heads(width: int, head_dim: int) -> int:
     return width // head_dim
 
 
+@torch.no_grad()
+def xavier_fused_(linears: list[nn.Linear]) -> None:
+    """Xavier-uniform as if ``linears`` were one matrix with their outputs stacked: the init the
+    originals give their fused qkv (3n × n: variance 1/(2n)) or kv (2n × n) projections, which are
+    separate Linears here so each can have its own μP role and init."""
+    fan_in, fan_out = linears[0].in_features, sum(layer.out_features for layer in linears)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    for layer in linears:
+        nn.init.uniform_(layer.weight, -bound, bound)
+
+
 def make_norm(width: int, enabled: bool = True, eps: float = 1e-5, bias: bool = True,
               affine: bool = True) -> nn.Module:
     """LayerNorm over the last dim (without gain and bias when not ``affine``, as in DiT), or the
@@ -168,6 +179,45 @@ class Block(nn.Module):
 
 
 # --------------------------------------------------------------------------- diffusion Transformers
+
+
+class ImageDenoiser(nn.Module):
+    """What the four diffusion Transformers share: checked sizes (image size divisible by the patch,
+    width by the head dim), the image geometry, (un)patchify, and the null label of classifier-free
+    guidance (the last row of a label table built with ``class_dropout``)."""
+
+    def __init__(self, image_size: int, in_channels: int, num_classes: int, width: int, depth: int, head_dim: int,
+                 patch_size: int, out_channels: int | None = None, **sizes: int) -> None:
+        super().__init__()
+        from src.checks import check_sizes
+
+        check_sizes(image_size=image_size, in_channels=in_channels, num_classes=num_classes, width=width,
+                    depth=depth, head_dim=head_dim, patch_size=patch_size, **sizes)
+        check_heads(width, head_dim)
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
+        self.num_classes = num_classes
+        self.out_channels = out_channels or in_channels
+        self.tokens = (image_size // patch_size) ** 2
+
+    def label_table(self, class_dropout: bool, dim: int) -> nn.Embedding:
+        """(classes + 1 null row when ``class_dropout``) × dim."""
+        self.has_null = bool(class_dropout)
+        return nn.Embedding(self.num_classes + int(class_dropout), dim)
+
+    @property
+    def null_label(self) -> int:
+        """The label index classifier-free guidance uses for "no class"."""
+        if not self.has_null:
+            raise ValueError(f"this {type(self).__name__} was built with class_dropout=false: it has no null label")
+        return self.num_classes
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        return patchify(x, self.patch_size)
+
+    def image(self, tokens: torch.Tensor) -> torch.Tensor:
+        return unpatchify(tokens, self.patch_size, self.out_channels, self.image_size, self.image_size)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.checks import check_sizes
-from src.models.layers import (MLP, Attention, TimestepEmbedder, check_heads, joint_attention, make_norm, modulate,
-                               patchify, sincos_2d, unpatchify)
+from src.models.layers import (MLP, Attention, ImageDenoiser, TimestepEmbedder, joint_attention, make_norm, modulate,
+                               sincos_2d, xavier_fused_)
 
 
 class Stream(nn.Module):
@@ -70,7 +69,7 @@ class JointBlock(nn.Module):
         return self.x.post(x, ax, mods_x, self.branch_mult), self.c.post(c, ac, mods_c, self.branch_mult)
 
 
-class MMDiT(nn.Module):
+class MMDiT(ImageDenoiser):
     def __init__(
         self,
         image_size: int = 32,
@@ -91,23 +90,19 @@ class MMDiT(nn.Module):
         readout_mult: float = 1.0,
         attn_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(image_size=image_size, in_channels=in_channels, num_classes=num_classes, width=width,
-                    depth=depth, head_dim=head_dim, patch_size=patch_size, cond_dim=cond_dim,
-                    cond_tokens=cond_tokens, freq_dim=freq_dim)
-        check_heads(width, head_dim)
-        if depth < 2 or image_size % patch_size:
-            raise ValueError(f"MMDiT needs depth ≥ 2 (got {depth}) and image_size divisible by patch_size")
-        self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
-        self.num_classes, self.learn_sigma, self.cond_dim = num_classes, False, cond_dim
+        super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size,
+                         mlp_ratio=mlp_ratio, cond_dim=cond_dim, cond_tokens=cond_tokens, freq_dim=freq_dim)
+        if depth < 2:
+            raise ValueError(f"depth={depth}: MMDiT needs at least 2 blocks (the last one is SD3's pre-only block)")
+        self.learn_sigma, self.cond_dim = False, cond_dim
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)
         self.register_buffer("pos_embed", sincos_2d(width, image_size // patch_size), persistent=False)
         self.context_embed = nn.Linear(cond_dim, width)
         self.t_embed = TimestepEmbedder(width, freq_dim)
-        self.y_embed = nn.Embedding(num_classes + int(class_dropout), width)  # pooled conditioning
-        self.y_tokens = nn.Embedding(num_classes + int(class_dropout), cond_tokens * cond_dim)  # finite
+        self.y_embed = self.label_table(class_dropout, width)  # pooled conditioning
+        self.y_tokens = self.label_table(class_dropout, cond_tokens * cond_dim)  # condition tokens: finite
         self.blocks = nn.ModuleList(
             JointBlock(width, head_dim, mlp_ratio, branch_mult, attn_scale) for _ in range(depth - 1))
         self.last = JointBlock(width, head_dim, mlp_ratio, branch_mult, attn_scale, last=True)
@@ -117,16 +112,10 @@ class MMDiT(nn.Module):
         self.mup_roles = {f"last.{name}": (None, True) for name, _ in self.last.named_parameters()}
         self.reset_parameters()
 
-    @property
-    def null_label(self) -> int:
-        if self.y_embed.num_embeddings == self.num_classes:
-            raise ValueError("this MMDiT was built with class_dropout=false: it has no null label")
-        return self.num_classes
-
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """SD3-style init: xavier Linears, N(0, 0.02²) timestep MLP and tables, zero adaLN modulation
-        (adaLN-Zero) and zero readout."""
+        """SD3-style init: xavier Linears (fused per-stream qkv), N(0, 0.02²) timestep MLP and tables,
+        zero adaLN modulation (adaLN-Zero) and zero readout."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -136,6 +125,7 @@ class MMDiT(nn.Module):
         for block in [*self.blocks, self.last]:
             for stream in (block.x, block.c):
                 nn.init.zeros_(stream.ada[1].weight)
+                xavier_fused_([getattr(stream.attn, n) for n in ("q", "k", "v") if hasattr(stream.attn, n)])
         nn.init.zeros_(self.ada_final[1].weight)
         nn.init.zeros_(self.head.weight)
 
@@ -145,11 +135,11 @@ class MMDiT(nn.Module):
         ``context`` (B, L, cond_dim), the condition tokens)."""
         if context is None:
             context = self.y_tokens(y).view(len(y), -1, self.cond_dim)
-        h = self.embed_mult * (self.patch_embed(patchify(x, self.patch_size)) + self.pos_embed)
+        h = self.embed_mult * (self.patch_embed(self.patches(x)) + self.pos_embed)
         c = self.embed_mult * self.context_embed(context)
         vec = self.t_embed(t) + self.y_embed(y)
         for block in [*self.blocks, self.last]:
             h, c = block(h, c, vec)
         shift, scale = self.ada_final(vec).chunk(2, dim=-1)
         out = self.head(self.readout_mult * modulate(self.norm_final(h), shift, scale))
-        return unpatchify(out, self.patch_size, self.in_channels, self.image_size, self.image_size)
+        return self.image(out)

@@ -24,9 +24,8 @@ import math
 import torch
 from torch import nn
 
-from src.checks import check_sizes
-from src.models.layers import (MLP, Attention, TimestepEmbedder, check_heads, make_norm, modulate, patchify,
-                               sincos_2d, unpatchify)
+from src.models.layers import (MLP, Attention, ImageDenoiser, TimestepEmbedder, make_norm, modulate, sincos_2d,
+                               xavier_fused_)
 
 
 class PixArtBlock(nn.Module):
@@ -47,7 +46,7 @@ class PixArtBlock(nn.Module):
         return h + self.branch_mult * gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(h), shift2, scale2))
 
 
-class PixArt(nn.Module):
+class PixArt(ImageDenoiser):
     def __init__(
         self,
         image_size: int = 32,
@@ -68,22 +67,16 @@ class PixArt(nn.Module):
         readout_mult: float = 1.0,
         attn_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(image_size=image_size, in_channels=in_channels, num_classes=num_classes, width=width,
-                    depth=depth, head_dim=head_dim, patch_size=patch_size, cond_dim=cond_dim,
-                    cond_tokens=cond_tokens, freq_dim=freq_dim)
-        check_heads(width, head_dim)
-        if image_size % patch_size:
-            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
-        self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
-        self.num_classes, self.learn_sigma, self.cond_dim = num_classes, False, cond_dim
+        super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size,
+                         mlp_ratio=mlp_ratio, cond_dim=cond_dim, cond_tokens=cond_tokens, freq_dim=freq_dim)
+        self.learn_sigma, self.cond_dim = False, cond_dim
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)
         self.register_buffer("pos_embed", sincos_2d(width, image_size // patch_size), persistent=False)
         self.t_embed = TimestepEmbedder(width, freq_dim)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
-        self.y_embed = nn.Embedding(num_classes + int(class_dropout), cond_tokens * cond_dim)  # finite: no n
+        self.y_embed = self.label_table(class_dropout, cond_tokens * cond_dim)  # finite: no n
         self.context_proj = nn.Sequential(nn.Linear(cond_dim, width), nn.GELU(approximate="tanh"),
                                           nn.Linear(width, width))
         self.blocks = nn.ModuleList(
@@ -93,21 +86,20 @@ class PixArt(nn.Module):
         self.head = nn.Linear(width, patch_size * patch_size * in_channels)
         self.reset_parameters()
 
-    @property
-    def null_label(self) -> int:
-        if self.y_embed.num_embeddings == self.num_classes:
-            raise ValueError("this PixArt was built with class_dropout=false: it has no null label")
-        return self.num_classes
-
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """PixArt's init: xavier Linears, N(0, 0.02²) timestep MLP and t_block, zero cross-attention
-        output and readout, tables randn/√n."""
+        """PixArt's init: xavier Linears (fused self-attention qkv and cross-attention kv), N(0, 0.02²)
+        timestep MLP, t_block and caption projection, zero cross-attention output and readout, tables
+        randn/√n."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        for layer in (self.t_embed.mlp[0], self.t_embed.mlp[2], self.t_block[1]):
+        for block in self.blocks:
+            xavier_fused_([block.attn.q, block.attn.k, block.attn.v])
+            xavier_fused_([block.cross.k, block.cross.v])
+        for layer in (self.t_embed.mlp[0], self.t_embed.mlp[2], self.t_block[1], self.context_proj[0],
+                      self.context_proj[2]):
             nn.init.normal_(layer.weight, std=0.02)
         nn.init.normal_(self.y_embed.weight, std=1.0)
         for block in self.blocks:
@@ -120,11 +112,11 @@ class PixArt(nn.Module):
         if context is None:
             context = self.y_embed(y).view(len(y), -1, self.cond_dim)
         s = self.context_proj(context)
-        h = self.embed_mult * (self.patch_embed(patchify(x, self.patch_size)) + self.pos_embed)
+        h = self.embed_mult * (self.patch_embed(self.patches(x)) + self.pos_embed)
         e = self.t_embed(t)
         mod = self.t_block(e).view(len(e), 6, -1)
         for block in self.blocks:
             h = block(h, mod, s)
         shift, scale = (e.unsqueeze(1) + self.table_final).unbind(1)
         out = self.head(self.readout_mult * modulate(self.norm_final(h), shift, scale))
-        return unpatchify(out, self.patch_size, self.in_channels, self.image_size, self.image_size)
+        return self.image(out)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.checks import check_sizes
-from src.models.layers import Block, check_heads, make_norm, patchify, timestep_features, unpatchify
+from src.models.layers import Block, ImageDenoiser, make_norm, timestep_features
 
 
 class SkipBlock(nn.Module):
@@ -34,7 +33,7 @@ class SkipBlock(nn.Module):
         return self.block(self.skip(torch.cat([h, skip], dim=-1)))
 
 
-class UViT(nn.Module):
+class UViT(ImageDenoiser):
     def __init__(
         self,
         image_size: int = 32,
@@ -53,16 +52,9 @@ class UViT(nn.Module):
         readout_mult: float = 1.0,
         attn_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(image_size=image_size, in_channels=in_channels, num_classes=num_classes, width=width,
-                    depth=depth, head_dim=head_dim, patch_size=patch_size, mlp_ratio=mlp_ratio)
-        check_heads(width, head_dim)
-        if image_size % patch_size:
-            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
-        self.image_size, self.in_channels, self.patch_size = image_size, in_channels, patch_size
-        self.num_classes, self.learn_sigma = num_classes, False
+        super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size, mlp_ratio=mlp_ratio)
+        self.learn_sigma = False
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
-        tokens = (image_size // patch_size) ** 2
 
         def block() -> Block:
             return Block(width, head_dim, mlp_ratio=mlp_ratio, branch_mult=branch_mult, attn_scale=attn_scale,
@@ -71,22 +63,16 @@ class UViT(nn.Module):
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)
         self.time_embed = (nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, width))
                            if mlp_time_embed else nn.Identity())
-        self.y_embed = nn.Embedding(num_classes + int(class_dropout), width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, 2 + tokens, width))
+        self.y_embed = self.label_table(class_dropout, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 2 + self.tokens, width))
         self.in_blocks = nn.ModuleList(block() for _ in range(depth))
         self.mid_block = block()
         self.out_blocks = nn.ModuleList(SkipBlock(width, block()) for _ in range(depth))
-        self.norm = make_norm(width)
+        self.norm_final = make_norm(width)
         self.head = nn.Linear(width, patch_size * patch_size * in_channels)
         # the mid block is a residual block like the others, though no list of it grows with depth
         self.mup_roles = {f"mid_block.{name}": (None, True) for name, _ in self.mid_block.named_parameters()}
         self.reset_parameters()
-
-    @property
-    def null_label(self) -> int:
-        if self.y_embed.num_embeddings == self.num_classes:
-            raise ValueError("this U-ViT was built with class_dropout=false: it has no null label")
-        return self.num_classes
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -99,7 +85,7 @@ class UViT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         width = self.pos_embed.shape[-1]
         time = self.time_embed(timestep_features(t, width)).unsqueeze(1)
-        h = torch.cat([time, self.y_embed(y).unsqueeze(1), self.patch_embed(patchify(x, self.patch_size))], dim=1)
+        h = torch.cat([time, self.y_embed(y).unsqueeze(1), self.patch_embed(self.patches(x))], dim=1)
         h = self.embed_mult * (h + self.pos_embed)
         skips = []
         for blk in self.in_blocks:
@@ -108,5 +94,5 @@ class UViT(nn.Module):
         h = self.mid_block(h)
         for blk in self.out_blocks:
             h = blk(h, skips.pop())
-        out = self.head(self.readout_mult * self.norm(h[:, 2:]))
-        return unpatchify(out, self.patch_size, self.in_channels, self.image_size, self.image_size)
+        out = self.head(self.readout_mult * self.norm_final(h[:, 2:]))
+        return self.image(out)

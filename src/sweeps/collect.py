@@ -25,6 +25,7 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(Path(sweep_dir).rglob(METRICS_FILE)):
         record = json.loads(path.read_text())
         record["dir"] = str(path.parent.relative_to(sweep_dir))
+        record["mtime"] = path.stat().st_mtime
         out.append(record)
     return out
 
@@ -59,7 +60,9 @@ def _varying(recs: list[dict[str, Any]]) -> set[str]:
 
 
 def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """(one point per job and axis it lies on, the base size of each axis)."""
+    """(one point per job and axis it lies on, the base size of each axis). Two jobs at the same arm,
+    size, LR and seed (a relaunch with another fixed override leaves the old dirs beside the new
+    ones) are not two seeds: the newer one counts, the older is marked ``stale`` in ``dedupe``."""
     pts, base = [], {}
     varying = _varying(recs)
     for rec in recs:
@@ -75,11 +78,22 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         keys = list(sweep["arm_keys"])
         common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
                   "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
+        common["mtime"] = rec.get("mtime", 0.0)
         if depth == base_depth:
             pts.append({**common, "axis": "width", "size": width})
         if width == base_width:
             pts.append({**common, "axis": "depth", "size": depth})
     return pts, base
+
+
+def dedupe(pts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(points with one job per arm, axis, size, LR and seed — the newest —, the dirs of the others)."""
+    newest: dict[tuple, dict[str, Any]] = {}
+    for p in sorted(pts, key=lambda p: p["mtime"]):
+        newest[(p["arm"], p["axis"], p["size"], p["log2_lr"], p["seed"])] = p
+    kept = list(newest.values())
+    kept_dirs = {p["dir"] for p in kept}
+    return kept, sorted({p["dir"] for p in pts if p["dir"] not in kept_dirs})
 
 
 def write_table(recs: list[dict[str, Any]], path: Path) -> None:

@@ -34,20 +34,23 @@ CARRIED = ("model.init_std", "parametrization.base_width", "parametrization.base
 NOT_COVERED = ("data.batch_size", "data.seq_len", "steps", "scheduler.warmup", "scheduler._target_")
 
 
-def _source(sweep_dir: Path, want: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the source run's config, what the record says about where it came from)."""
+def _source(sweep_dir: Path, want: dict[str, Any], target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the source run's config, what the record says about where it came from). An arm matches when
+    each of its arm keys (parametrization, optimizer, any other such as model.layernorm) has the
+    ``target`` config's value; without an LR axis, runs are matched on ``want``."""
     path = sweep_dir / TRANSFER_FILE
-    transfer = json.loads(path.read_text()) if path.exists() else report(sweep_dir)
+    transfer = json.loads(path.read_text()) if path.exists() else report(sweep_dir, samples=False)
     if transfer is None:
         raise ConfigError(f"mutransfer.from={sweep_dir}: no finished job there")
     arms = [a for a in transfer["arms"] if a["ref_log2_lr"] is not None and a["best_run"]
-            and all(a["arm_values"].get(k) == v for k, v in want.items())]
+            and all(select(target, k) == v for k, v in a["arm_values"].items())]
     if arms:
         arm = sorted(arms, key=lambda a: a["axis"] != "width")[0]
         config = read_record(sweep_dir / arm["best_run"])["config"]
         config = OmegaConf.to_container(OmegaConf.merge(config, {"optimizer": {"lr": 2.0 ** arm["ref_log2_lr"]}}))
+        flag = arm["flags"].get(str(arm["ref_size"])) or arm["flags"].get(arm["ref_size"])
         return config, {"arm": arm["arm"], "axis": arm["axis"], "source_size": arm["ref_size"],
-                        "source_run": arm["best_run"], "log2_lr": arm["ref_log2_lr"]}
+                        "source_run": arm["best_run"], "log2_lr": arm["ref_log2_lr"], "flag": flag}
     ok = [r for r in records(sweep_dir) if r["status"] == "ok"
           and all(select(r["config"], k) == v for k, v in want.items())]
     if not ok:
@@ -63,13 +66,15 @@ def apply(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     if not sweep_dir.is_dir():
         raise ConfigError(f"mutransfer.from={sweep_dir}: no such directory")
     want = {"parametrization.name": cfg.parametrization.name, "optimizer._target_": cfg.optimizer._target_}
-    source, info = _source(sweep_dir, want)
+    source, info = _source(sweep_dir, want, OmegaConf.to_container(cfg, resolve=True))
     carried = {k: select(source, k) for k in CARRIED if select(source, k) is not None}
     for key, value in carried.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     warnings = [f"{k} differs between proxy ({select(source, k)}) and target ({OmegaConf.select(cfg, k)}); "
                 "μTransfer theory does not cover it" for k in NOT_COVERED
                 if select(source, k) != OmegaConf.select(cfg, k)]
+    if info.get("flag"):
+        warnings.append(f"the proxy's optimum at the reference size is flagged '{info['flag']}': widen the LR grid")
     for warning in warnings:
         log.warning("μTransfer: %s", warning)
     log.info("μTransfer from %s: log2 lr %.3f", sweep_dir / info["source_run"], info["log2_lr"])

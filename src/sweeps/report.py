@@ -2,25 +2,29 @@
 
 Collects every job's metrics.json (a partial or failing sweep too), and writes beside them:
 ``runs.csv`` (one row per job), ``transfer.json`` (per arm and axis: sizes, optimal log2 LR per
-size, drift in octaves, slope, regret, violations, seed noise, flags, and the best run at the
-reference size, which ``mutransfer.from`` reads), ``transfer_curves.png``, ``optimum_vs_size.png``
-and ``report.md``. It runs by itself at the end of every multirun (src/sweeps/callback.py).
+size, drift in octaves, slope, regret, violations, seed noise, flags, the best run per size and at
+the reference size, which ``mutransfer.from`` reads), ``transfer_curves.png``, ``optimum_vs_size.png``
+and ``report.md``; for image-diffusion sweeps also sample grids, Fréchet distance and class accuracy
+of each size's best run. It runs by itself at the end of every multirun (src/sweeps/callback.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from src.config import one_line
 from src.sweeps import plots
-from src.sweeps.collect import points, records, write_table
+from src.sweeps.collect import dedupe, points, records, write_table
 from src.sweeps.transfer import ArmAxis, analyse
 
 TRANSFER_FILE = "transfer.json"
+log = logging.getLogger("src.sweeps")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -36,11 +40,16 @@ def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [p for p in pts if p["arm"] == result.arm and p["axis"] == result.axis]
     at_ref = [p for p in mine if p["size"] == result.ref_size and math.isfinite(p["loss"])]
     best = min(at_ref, key=lambda p: p["loss"]) if at_ref else None
+    best_runs = {}  # per size, the best seed's job at that size's grid optimum
+    for p in sorted(mine, key=lambda p: p["loss"]):
+        opt = result.optima.get(p["size"])
+        if opt is not None and p["log2_lr"] == opt.grid_log2_lr and math.isfinite(p["loss"]):
+            best_runs.setdefault(p["size"], p["dir"])
     return {**result.to_dict(), "arm_values": mine[0]["arm_values"], "best_run": best and best["dir"],
-            "ref_log2_lr": result.optima[result.ref_size].log2_lr}
+            "best_runs": best_runs, "ref_log2_lr": result.optima[result.ref_size].log2_lr}
 
 
-def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis]) -> str:
+def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis], stale: list[str]) -> str:
     counts = Counter(r["status"] for r in recs)
     lines = [f"# Transfer report: {sweep_dir.name}", "",
              f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
@@ -60,6 +69,9 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
             lines.append(f"| {r.arm} | " + " | ".join(cells) + f" | {_fmt(r.drift)} | {_fmt(r.slope)} | "
                          f"{_fmt(r.regret, 3)} | {_fmt(r.violations)} | {_fmt(max(noise), 3) if noise else '–'} |")
         lines.append("")
+    if stale:
+        lines += ["## Stale jobs (left out)", "", "Same arm, size, LR and seed as a newer job (a relaunch with "
+                  "another fixed override?):", ""] + [f"- `{d}`" for d in stale] + [""]
     failed = [r for r in recs if r["status"] == "failed"]
     if failed:
         lines += ["## Failed jobs", ""]
@@ -69,22 +81,47 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
     return "\n".join(lines)
 
 
-def report(sweep_dir: str | Path) -> dict[str, Any] | None:
-    """Write the report files into ``sweep_dir``; None when it holds no finished job yet."""
+def _is_image_diffusion(recs: list[dict[str, Any]]) -> bool:
+    target = str((recs[0]["config"].get("task") or {}).get("_target_", ""))
+    return target.endswith("ImageDiffusionTask")
+
+
+def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any] | None:
+    """Write the report files into ``sweep_dir``; None when it holds no finished job yet. ``samples``
+    (default: for image-diffusion sweeps) adds sample grids, Fréchet distance and class accuracy of
+    every arm and size's best run (src/eval/sweep_samples.py)."""
     sweep_dir = Path(sweep_dir)
     recs = records(sweep_dir)
     if not recs:
         return None
     write_table(recs, sweep_dir / "runs.csv")
     pts, base = points(recs)
+    pts, stale = dedupe(pts)
     results = analyse(pts, base) if pts else []
-    transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs),
+    if any(len(r.curves) > 1 for r in results):  # a one-axis sweep's base point also lies on the other axis
+        results = [r for r in results if len(r.curves) > 1 or any(len(o.curves) > 1 for o in results if o.axis == r.axis)]
+    transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs), "stale": stale,
                 "status": dict(Counter(r["status"] for r in recs)), "arms": [_entry(r, pts) for r in results]}
     (sweep_dir / TRANSFER_FILE).write_text(json.dumps(transfer, indent=2, allow_nan=True))
     if results:
         plots.transfer_curves(results, sweep_dir / "transfer_curves.png")
         plots.optimum_vs_size(results, sweep_dir / "optimum_vs_size.png")
-    (sweep_dir / "report.md").write_text(_markdown(sweep_dir, recs, results))
+    text = _markdown(sweep_dir, recs, results, stale)
+    if results and (_is_image_diffusion(recs) if samples is None else samples):
+        from src.eval import sweep_samples
+
+        (sweep_dir / "report.md").write_text(text)  # the transfer report stands even if sampling fails
+        cache_dir = recs[0]["config"].get("paths", {}).get("cache_dir", ".cache/scaling-lab")
+        try:
+            rows = sweep_samples.evaluate_sweep(sweep_dir, transfer, cache_dir=cache_dir)
+        except Exception as err:  # noqa: BLE001 — a report must not die on one unloadable run
+            log.error("sample evaluation failed: %s", err)
+            text += f"\n## Samples\n\nSample evaluation failed: {one_line(str(err))}\n"
+        else:
+            transfer["samples"] = rows
+            (sweep_dir / TRANSFER_FILE).write_text(json.dumps(transfer, indent=2, allow_nan=True))
+            text += "\n" + sweep_samples.markdown(rows)
+    (sweep_dir / "report.md").write_text(text)
     return transfer
 
 

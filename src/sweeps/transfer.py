@@ -12,7 +12,7 @@ depth at the base width), the loss curve over log2 η is the seed-mean of each r
   else the smallest.
 * slope = least-squares slope of log2 η* against log2 size.
 * regret = loss at the largest size with η*(s_ref) (its nearest grid point) minus that size's best
-  grid loss (+inf when that point diverged).
+  grid loss (+inf when that point diverged; None when no grid point lies within half an octave).
 * violations = adjacent size pairs where the larger size is worse at η*(s_ref) (wider/deeper should
   be better).
 * seed noise = std over seeds of the loss at each size's grid optimum (where seeds were run).
@@ -56,10 +56,11 @@ class Curve:
             return Optimum(x, x, y, "next to diverged")
         return Optimum(parabola_vertex(self.log2_lrs[i - 1: i + 2], [y0, y, y2]), x, y)
 
-    def loss_at(self, log2_lr: float) -> tuple[float, float]:
-        """(grid point nearest to log2_lr, the loss there)."""
+    def loss_at(self, log2_lr: float) -> float | None:
+        """The loss at the grid point nearest to log2_lr; None when no point lies within half an
+        octave (a partial sweep that has not run that LR at this size)."""
         i = min(range(len(self.log2_lrs)), key=lambda j: abs(self.log2_lrs[j] - log2_lr))
-        return self.log2_lrs[i], self.losses[i]
+        return self.losses[i] if abs(self.log2_lrs[i] - log2_lr) <= 0.5 else None
 
     def seed_noise(self) -> float | None:
         opt = self.optimum()
@@ -111,11 +112,11 @@ class ArmAxis:
             return self
         self.drift = max(abs(self.optima[s].log2_lr - ref) for s in found)
         self.slope = least_squares_slope([math.log2(s) for s in found], [self.optima[s].log2_lr for s in found])
-        at_ref = [self.curves[s].loss_at(ref)[1] for s in sizes]
-        largest = self.curves[sizes[-1]]
-        best = min(largest.losses)
-        self.regret = at_ref[-1] - best if math.isfinite(at_ref[-1]) else math.inf
-        self.violations = sum(1 for a, b in zip(at_ref, at_ref[1:]) if not b <= a)
+        at_ref = [self.curves[s].loss_at(ref) for s in sizes]
+        best = min(self.curves[sizes[-1]].losses)
+        if at_ref[-1] is not None:
+            self.regret = at_ref[-1] - best if math.isfinite(at_ref[-1]) else math.inf
+        self.violations = sum(1 for a, b in zip(at_ref, at_ref[1:]) if a is not None and b is not None and not b <= a)
         return self
 
     def to_dict(self) -> dict[str, Any]:

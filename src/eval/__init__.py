@@ -1,0 +1,2 @@
+"""Evaluation of generated images offline: a locally trained feature net, Fréchet distance,
+class-consistency accuracy, sample grids."""
