@@ -56,12 +56,12 @@ def hydra_subdir(output_dir: str, now: str) -> str:
 
 def job_dirname(override_dirname: str, swept: Any = None, limit: int = 200) -> str:
     """A sweep job's dir, named from its overrides (``sweep.log2_lr:-9+sweep.size:w128-d2+…``) with
-    the keys the sweeper sweeps (``swept``: hydra.sweeper.params) first. Past ``limit`` characters
+    the keys the sweeper sweeps (``swept``: hydra.sweeper.params) first and "/" written %2F. Past ``limit`` characters
     (long fixed overrides, Optuna's float-valued trials) the items that fit are kept and the rest is
     replaced by a hash of the whole name: unique, stable across relaunches and under NAME_MAX."""
     first = {str(k) for k in (swept or {})}
     items = sorted(override_dirname.split("+"), key=lambda item: item.split(":", 1)[0] not in first)
-    name = "+".join(items)
+    name = "+".join(items).replace("/", "%2F")  # task/objective:flow, paths:/x: one dir, not nested ones
     if len(name) <= limit:
         return name
     kept = ""

@@ -249,6 +249,7 @@ def test_long_job_dirnames_are_shortened_stably():
     short = "model.width:128+sweep.log2_lr:-9"
     assert job_dirname(short) == short
     assert job_dirname(short, {"sweep.log2_lr": "-9,-8"}) == "sweep.log2_lr:-9+model.width:128"  # swept first
+    assert job_dirname("paths.cache_dir:/tmp/c+task/objective:flow") == "paths.cache_dir:%2Ftmp%2Fc+task%2Fobjective:flow"
     long = "+".join(f"parametrization.mult_{i}:{0.123456789 * i}" for i in range(20))
     name = job_dirname(long)
     assert len(name) <= 200 and name.startswith("parametrization.mult_0:0.0+") and name == job_dirname(long)
