@@ -14,8 +14,8 @@ $(STAMP): requirements.lock
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $(STAMP)
 
-run: $(STAMP)                     ## the main job: python -m src.run
-	$(PY) -m src.run $(ARGS)
+run: $(STAMP)                     ## the main job: the DiT-μP transfer study (ARGS=budget=smoke: minutes)
+	$(PY) -m src.run experiment=dit_mup_sweep $(ARGS)
 
 test: $(STAMP)                    ## everything not marked slow (< 15 min on 2 cores)
 	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)

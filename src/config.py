@@ -238,6 +238,9 @@ def _check_run_keys(cfg: DictConfig) -> None:
     for key in ("compile", "print_plan"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{key}={cfg[key]!r} must be true or false")
+    decay = cfg.get("ema_decay")
+    if decay is not None and not (isinstance(decay, float) and 0 < decay < 1):
+        raise ConfigError(f"ema_decay={decay!r} must be null (no EMA) or a number in (0, 1), e.g. 0.999")
     factor = cfg.divergence.factor
     if not isinstance(factor, (int, float)) or factor <= 1:
         raise ConfigError(f"divergence.factor={factor!r} must be a number > 1")

@@ -173,3 +173,22 @@ def test_diffusion_config_errors_are_one_line(overrides, message):
     result = run_cli("task=image_diffusion", "model=dit", "data=digits", *overrides)
     last = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and last.startswith(f"error: {message}"), result.stderr[-500:]
+
+
+FAST_CHECK = ["experiment=coord_check_dit", "data=digits", "model.depth=2", "model.patch_size=2",
+              "coord_check.widths=[32,64,128]", "coord_check.seeds=[0,1]", "coord_check.steps=3",
+              "coord_check.judge_step=3", "coord_check.plot_steps=[0,3]", "coord_check.base_depth=2",
+              "data.batch_size=8", "data.val_size=8", "optimizer.lr=4e-3"]
+
+
+@pytest.mark.parametrize("model", ["dit", "uvit", "pixart", "mmdit"])
+def test_fast_coordinate_check_slopes_per_model(train, model):
+    """Widths 32-128 on 8x8 digits, 3 Adam steps: μP's judged slopes stay within 0.1, SP's last block
+    grows with width."""
+    import json
+
+    _, run_dir = train(*FAST_CHECK, f"model={model}")
+    result = json.loads((run_dir / "coord_check.json").read_text())
+    mup, sp = result["slopes"]["mup"]["width"], result["slopes"]["sp"]["width"]
+    assert result["verdict"]["mup/width"] == "pass", mup
+    assert result["verdict"]["sp/width"] == "fail" and sp["block_last_delta"] >= 0.3, sp

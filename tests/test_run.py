@@ -188,6 +188,23 @@ def test_checkpoints_hold_each_weight_once(train):
     assert keys and all(k.startswith("model.") for k in keys)
 
 
+def test_ema_is_the_average_of_the_trained_weights_in_the_final_checkpoint(train):
+    """ema_decay=d: the average starts as a copy of the weights after step 1, so after 2 steps it is
+    d·w₁ + (1 − d)·w₂, where w₂ is what the same run trains without EMA (EMA never feeds back)."""
+    load = lambda d: torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)  # noqa: E731
+    same = [*SHORT, "scheduler=constant", "val_every=1", "ckpt_every=1"]  # step 1 equal in all runs
+    w1 = load(train(*same, "steps=1")[1])["state_dict"]
+    w2 = load(train(*same, "steps=2")[1])["state_dict"]
+    average = load(train(*same, "steps=2", "ema_decay=0.25")[1])["state_dict"]
+    assert not torch.equal(w1["model.tok_emb.weight"], w2["model.tok_emb.weight"])
+    for key, value in average.items():
+        torch.testing.assert_close(value, 0.25 * w1[key] + 0.75 * w2[key])
+    from src.config import ConfigError, check
+
+    with pytest.raises(ConfigError, match=r"ema_decay=1.5 must be null \(no EMA\) or a number in \(0, 1\)"):
+        check(make_config(*SHORT, "ema_decay=1.5"))
+
+
 def test_run_dirs_are_claimed_once_and_hydra_files_never_rewritten(tmp_path):
     import src.config as config
 

@@ -273,3 +273,44 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     assert all((sweep_dir / s["grid"]).exists() for s in samples)
     text = (sweep_dir / "report.md").read_text()
     assert "| mup/AdamW |" in text and "## Samples of each size's best run" in text
+
+    from src.eval import samples as samples_cli  # one run, with classifier-free guidance
+
+    run_dir = sweep_dir / samples[0]["run"]
+    assert samples_cli.main([str(run_dir), "--guidance", "2", "--per-class", "1", "--steps", "4"]) == 0
+    row = json.loads((run_dir / "samples_cfg2.json").read_text())
+    assert row["guidance"] == 2 and math.isfinite(row["frechet_distance"]) and (run_dir / "samples_cfg2.png").exists()
+    assert samples_cli.main([str(sweep_dir)]) == 2  # not a run dir
+
+
+def test_a_batch_axis_is_collected_from_its_own_key_with_the_smallest_batch_as_reference(tmp_path):
+    for batch in (16, 32, 64):
+        for x in range(-10, -5):
+            job = tmp_path / f"b{batch}-lr{x}"
+            job.mkdir()
+            config = {"seed": 0, "model": {"width": 128, "depth": 4}, "data": {"batch_size": batch},
+                      "optimizer": {"_target_": "torch.optim.AdamW", "lr": 2.0**x}, "parametrization": {"name": "mup"},
+                      "sweep": {"arm_keys": ARM_KEYS, "base_width": 32, "base_depth": 4,
+                                "axes": ["data.batch_size"]}}
+            loss = 1 + 0.1 * (x + 8 - 0.5 * math.log2(batch / 16)) ** 2 - 0.01 * batch  # η* ∝ √batch
+            (job / "metrics.json").write_text(json.dumps({"status": "ok", "config": config, "sweep_metric": loss}))
+    pts, base = points(records(tmp_path))
+    assert {p["axis"] for p in pts} == {"batch_size"} and len(pts) == 15  # width 128 is no width axis here
+    (result,) = analyse(pts, base)
+    assert result.ref_size == 16 and sorted(result.curves) == [16, 32, 64]
+    assert [result.optima[b].log2_lr for b in (16, 32, 64)] == pytest.approx([-8, -7.5, -7])
+    assert result.drift == pytest.approx(1.0) and result.slope == pytest.approx(0.5)
+
+
+@pytest.mark.timeout(600)
+def test_an_lr_steps_sweep_runs_one_width_over_step_counts(tmp_path):
+    sweep_dir = tmp_path / "steps"
+    args = [*[a for a in SMALL if not a.startswith("steps=")], "sweep=lr_steps", "budget.axis_width=64", "budget.step_counts=[2,4]", "budget.log2_lrs=[-9]",
+            "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(sweep_dir)
+    assert sorted((r["config"]["model"]["width"], r["steps"]) for r in recs) == [(64, 2), (64, 4)]
+    (arm,) = json.loads((sweep_dir / "transfer.json").read_text())["arms"]
+    assert arm["axis"] == "steps" and arm["sizes"] == [2, 4] and arm["ref_size"] == 2

@@ -44,6 +44,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
 
 class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer read from a local path.
@@ -79,6 +82,9 @@ class HFTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
 
 
 def load_tokenizer(path: str | None) -> ByteTokenizer | HFTokenizer:

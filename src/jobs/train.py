@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from src.checkpoints import load_weights
 from src.config import build, model_plan, plain
 from src.mup.optim import describe_groups
 from src.mup.plan import Plan, build_model
@@ -35,7 +36,8 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     if task.rate_count:
         final[f"train/{task.item_name}_per_s"] = task.rate_sum / task.rate_count
     keys = {k for h in history for k in h if k != "step"}
-    best = {k: min(h[k] for h in history if k in h) for k in keys}
+    pick = lambda k: max if "accuracy" in k else min  # noqa: E731 — best of a loss is its minimum
+    best = {k: pick(k)(h[k] for h in history if k in h) for k in keys}
     key, last_n = cfg.sweep_metric.key, cfg.sweep_metric.last_n
     metric = mean_of_last(history, key, last_n) if status == "ok" else math.inf
     return {"final": final, "best": best}, metric
@@ -48,6 +50,8 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     factory, param, plan = model_plan(cfg, data.model_inputs)
     data.setup("fit")
     model = build_model(factory, plan, param)
+    if cfg.get("init_from"):  # start from a finished run's weights (e.g. VRPO from an SFT run)
+        load_weights(model, cfg.init_from)
     make_task = build(cfg.task, "task", _partial_=True)  # objects are passed to the partial, not via OmegaConf
     task = make_task(model=model, plan=plan, optimizer=plain(cfg.optimizer),
                      scheduler=build(cfg.scheduler, "scheduler"), steps=cfg.steps, compile=cfg.compile)

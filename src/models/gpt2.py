@@ -13,14 +13,13 @@ init is N(0, σ²) with σ = 0.02 and σ/√(2L) on the two residual projections
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from src.checks import check_sizes
-from src.models.layers import Block, check_heads, make_norm
+from src.models.layers import Block, check_heads, gpt2_init_, make_norm
 
 
 class GPT2(nn.Module):
@@ -74,19 +73,9 @@ class GPT2(nn.Module):
             self.head.weight = self.tok_emb.weight
         self.reset_parameters()
 
-    @torch.no_grad()
     def reset_parameters(self) -> None:
         """Standard GPT-2 init: N(0, σ²) everywhere, σ/√(2L) on residual projections, zero biases."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=self.init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            if isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
-        for block in self.blocks:
-            for proj in block.residual_projections():
-                nn.init.normal_(proj.weight, std=self.init_std / math.sqrt(2 * self.depth))
+        gpt2_init_(self, self.blocks, self.init_std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) → logits (B, T, vocab)."""

@@ -39,12 +39,26 @@ def xavier_fused_(linears: list[nn.Linear]) -> None:
 
 
 def make_norm(width: int, enabled: bool = True, eps: float = 1e-5, bias: bool = True,
-              affine: bool = True) -> nn.Module:
-    """LayerNorm over the last dim (without gain and bias when not ``affine``, as in DiT), or the
-    identity when normalisation is switched off."""
+              affine: bool = True, rms: bool = False) -> nn.Module:
+    """LayerNorm over the last dim (without gain and bias when not ``affine``, as in DiT), RMSNorm
+    (gain only, LLaMA/LLaDA) with ``rms``, or the identity when normalisation is switched off."""
     if not enabled:
         return nn.Identity()
+    if rms:
+        return nn.RMSNorm(width, eps=eps, elementwise_affine=affine)
     return nn.LayerNorm(width, eps=eps, elementwise_affine=affine, bias=bias and affine)
+
+
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """RoPE (Su et al. 2021) on (batch, heads, seq, d_head): channel pairs (i, i + d/2) at position p
+    rotate by p·θ_i, θ_i = base^(−2i/d), so q·k depends on positions only through their difference.
+    Angles are computed per call (no buffer: models are built on the meta device first)."""
+    half = x.shape[-1] // 2
+    freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)
+    angle = torch.outer(torch.arange(x.shape[-2], device=x.device, dtype=torch.float64), freq)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class Attention(nn.Module):
@@ -53,7 +67,8 @@ class Attention(nn.Module):
     The logit scale s is explicit: 1/√d_head under SP; μP passes √d_base/d_head-style values instead.
     With ``causal`` the softmax is masked to the past (GPT-2); without it attention is bidirectional.
     ``context`` in ``forward`` makes it cross-attention (q from x, k and v from the context, of width
-    ``context_width``); ``qk_norm`` applies RMSNorm over each head's q and k (gains of size d_head).
+    ``context_width``); ``qk_norm`` applies RMSNorm over each head's q and k (gains of size d_head);
+    ``rope`` rotates q and k by their positions (``rotary``).
     """
 
     def __init__(
@@ -67,9 +82,11 @@ class Attention(nn.Module):
         dropout: float = 0.0,
         qk_norm: bool = False,
         context_width: int | None = None,
+        rope: bool = False,
     ) -> None:
         super().__init__()
         self.n_heads = check_heads(width, head_dim)
+        self.rope = rope
         self.head_dim = head_dim
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
         self.causal = causal
@@ -93,7 +110,10 @@ class Attention(nn.Module):
 
     def qkv(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """q, k, v as (batch, heads, seq, d_head); k and v from ``context`` when given."""
-        return (self.q_norm(self._heads(self.q(x))), *self.kv(x if context is None else context))
+        q, (k, v) = self.q_norm(self._heads(self.q(x))), self.kv(x if context is None else context)
+        if self.rope:
+            q, k = rotary(q), rotary(k)
+        return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
@@ -140,10 +160,25 @@ class MLP(nn.Module):
         return self.drop(self.down(self.act(self.up(x))))
 
 
+class SwiGLU(nn.Module):
+    """LLaMA's feed-forward y = W_down · (SiLU(W_gate x) ⊙ W_up x), hidden size ratio · width."""
+
+    def __init__(self, width: int, ratio: int = 3, *, bias: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.gate = nn.Linear(width, ratio * width, bias=bias)
+        self.up = nn.Linear(width, ratio * width, bias=bias)
+        self.down = nn.Linear(ratio * width, width, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.down(F.silu(self.gate(x)) * self.up(x)))
+
+
 class Block(nn.Module):
     """Pre-norm residual block: h ← h + m·Attn(N₁(h)), then h ← h + m·MLP(N₂(h)).
 
     m is ``branch_mult``: 1 under SP, 1/r_L (CompleteP) or 1/√r_L (Depth-μP) under depth scaling.
+    ``llama`` makes it a LLaMA block: RMSNorm, SwiGLU, RoPE (and no biases when ``bias`` is false).
     """
 
     def __init__(
@@ -159,15 +194,17 @@ class Block(nn.Module):
         norm_eps: float = 1e-5,
         bias: bool = True,
         dropout: float = 0.0,
+        llama: bool = False,
     ) -> None:
         super().__init__()
         self.branch_mult = float(branch_mult)
-        self.norm1 = make_norm(width, norm, norm_eps, bias)
+        self.norm1 = make_norm(width, norm, norm_eps, bias, rms=llama)
         self.attn = Attention(
-            width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout
+            width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout, rope=llama
         )
-        self.norm2 = make_norm(width, norm, norm_eps, bias)
-        self.mlp = MLP(width, mlp_ratio, bias=bias, dropout=dropout)
+        self.norm2 = make_norm(width, norm, norm_eps, bias, rms=llama)
+        self.mlp = (SwiGLU(width, mlp_ratio, bias=bias, dropout=dropout) if llama
+                    else MLP(width, mlp_ratio, bias=bias, dropout=dropout))
 
     def residual_projections(self) -> list[nn.Linear]:
         """The matrices that write into the residual stream (GPT-2 scales their init by 1/√(2L))."""
@@ -179,6 +216,22 @@ class Block(nn.Module):
 
 
 # --------------------------------------------------------------------------- diffusion Transformers
+
+
+@torch.no_grad()
+def gpt2_init_(model: nn.Module, blocks: nn.ModuleList, std: float) -> None:
+    """GPT-2's init: N(0, σ²) on every Linear and Embedding weight, zero biases, unit norm gains, and
+    σ/√(2L) on the two residual projections of each of the L blocks."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+            module.reset_parameters()
+    for block in blocks:
+        for proj in block.residual_projections():
+            nn.init.normal_(proj.weight, std=std / math.sqrt(2 * len(blocks)))
 
 
 class ImageDenoiser(nn.Module):

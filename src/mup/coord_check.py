@@ -64,6 +64,8 @@ class Probe:
 
     def _keep(self, key: str) -> Callable:
         def hook(module, args, output):
+            if isinstance(output, tuple):  # a two-stream block (MMDiT) returns (image, condition) tokens
+                output = output[0]
             self.outputs[key] = output.detach().clone()
         return hook
 

@@ -1,10 +1,11 @@
 """Collect the ``metrics.json`` of every job under a sweep dir into points and a table.
 
 A job's place in the sweep comes from its own recorded config: the LR is ``optimizer.lr`` (log2),
-the arm is the values of ``sweep.arm_keys`` (e.g. parametrization and optimizer), and the size is the
-model's width when its depth is the sweep's base depth (the width axis) and its depth when its width
-is the base width (the depth axis); the base point lies on both axes. Collection only reads files,
-so a partial, failing or still-running sweep can be reported.
+the arm is the values of ``sweep.arm_keys`` (e.g. parametrization and optimizer), and its axes are
+the config keys ``sweep.axes`` lists (model.width and model.depth when absent), each named by its
+last part (width, depth, batch_size, steps) with its base value ``sweep.base_<name>``: a job lies
+on an axis when every other axis is at its base, so the base point lies on all of them. Collection only reads
+files, so a partial, failing or still-running sweep can be reported.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from src.runs import METRICS_FILE
+
+DEFAULT_AXES = ("model.width", "model.depth")
 
 
 def records(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -71,18 +74,18 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         lr = select(cfg, "optimizer.lr")
         if not sweep.get("arm_keys") or not isinstance(lr, (int, float)) or lr <= 0:
             continue
-        width, depth = select(cfg, "model.width"), select(cfg, "model.depth")
-        base_width, base_depth = sweep.get("base_width"), sweep.get("base_depth")
-        base.update(width=base_width, depth=base_depth)
+        axes = {key.rsplit(".", 1)[-1]: key for key in sweep.get("axes") or DEFAULT_AXES}
+        values = {axis: select(cfg, key) for axis, key in axes.items()}
+        bases = {axis: sweep.get(f"base_{axis}") for axis in axes}
+        base.update(bases)
         loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf
         keys = list(sweep["arm_keys"])
         common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
                   "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
         common["mtime"] = rec.get("mtime", 0.0)
-        if depth == base_depth:
-            pts.append({**common, "axis": "width", "size": width})
-        if width == base_width:
-            pts.append({**common, "axis": "depth", "size": depth})
+        for axis, size in values.items():
+            if all(values[other] == bases[other] for other in axes if other != axis):
+                pts.append({**common, "axis": axis, "size": size})
     return pts, base
 
 

@@ -89,7 +89,7 @@ def _is_image_diffusion(recs: list[dict[str, Any]]) -> bool:
 def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any] | None:
     """Write the report files into ``sweep_dir``; None when it holds no finished job yet. ``samples``
     (default: for image-diffusion sweeps) adds sample grids, Fréchet distance and class accuracy of
-    every arm and size's best run (src/eval/sweep_samples.py)."""
+    every arm and size's best run (src/eval/samples.py)."""
     sweep_dir = Path(sweep_dir)
     recs = records(sweep_dir)
     if not recs:
@@ -108,7 +108,7 @@ def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any]
         plots.optimum_vs_size(results, sweep_dir / "optimum_vs_size.png")
     text = _markdown(sweep_dir, recs, results, stale)
     if results and (_is_image_diffusion(recs) if samples is None else samples):
-        from src.eval import sweep_samples
+        from src.eval import samples as sweep_samples
 
         (sweep_dir / "report.md").write_text(text)  # the transfer report stands even if sampling fails
         cache_dir = recs[0]["config"].get("paths", {}).get("cache_dir", ".cache/scaling-lab")

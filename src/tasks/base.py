@@ -72,20 +72,30 @@ class Task(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # -- validation: an exact token-weighted mean over all ranks
+    # -- validation: exact weighted means over all ranks — val/loss weighted by items, and any other
+    #    metric a subclass adds with ``add_val`` (e.g. an accuracy over held-out rows)
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._val_sums: dict[str, torch.Tensor] = {}
+
+    def add_val(self, key: str, total: float | torch.Tensor, count: float) -> None:
+        """Add ``total`` over ``count`` items to the validation mean of ``key``."""
+        pair = torch.stack([torch.as_tensor(total, dtype=torch.float64), torch.tensor(float(count), dtype=torch.float64)])
+        self._val_sums[key] = self._val_sums.get(key, 0) + pair.to(self.device)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, items = self.loss(batch)
-        self._val_sums += torch.stack([loss.detach().double() * items, torch.tensor(items, device=self.device)])
+        self.add_val("val/loss", loss.detach().double() * items, items)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        val_loss = float(total[0] / total[1])
-        self.log("val/loss", val_loss, sync_dist=True)  # equal on every rank already
+        means = {}
+        for key in self.history_keys:  # the same keys in the same order on every rank
+            sums = self._val_sums.get(key, torch.zeros(2, dtype=torch.float64, device=self.device))
+            total = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            if total[1] > 0:
+                means[key] = float(total[0] / total[1])
+                self.log(key, means[key], sync_dist=True)  # equal on every rank already
         if not self.trainer.sanity_checking:
-            self.history.append({"step": self.global_step, "val/loss": val_loss})
+            self.history.append({"step": self.global_step, **means})
         self._last_step_time = None  # do not count validation time as a training step
 
     # -- exact resume: evaluation history and the global RNG (dropout) travel with the checkpoint,

@@ -88,12 +88,14 @@ class LinePrinter(Callback):
     def _fmt(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
         return " | ".join(f"{k} {float(metrics[k]):.4g}" for k in keys if k in metrics)
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         if trainer.is_global_zero and (step % self.every == 0 or step == trainer.max_steps):
-            stats = self._fmt(trainer.callback_metrics, ("train/loss", "train/tokens_per_s"))
+            rate = f"train/{getattr(pl_module, 'item_name', 'tokens')}_per_s"
+            stats = self._fmt(trainer.callback_metrics, ("train/loss", rate))
             log.info("step %d/%d | %s", step, trainer.max_steps, stats)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            log.info("step %d | %s", trainer.global_step, self._fmt(trainer.callback_metrics, ("val/loss",)))
+            keys = tuple(getattr(pl_module, "history_keys", ("val/loss",)))
+            log.info("step %d | %s", trainer.global_step, self._fmt(trainer.callback_metrics, keys))

@@ -48,7 +48,7 @@ def log_plan(loggers: list[Logger], plan) -> None:
 
 
 def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Mapping[str, Any]) -> None:
-    """A W&B run in the sweep's group holding the transfer table and plots."""
+    """A W&B run in the sweep's group holding the transfer table, its plots and any sample grids."""
     import wandb
 
     columns = ["arm", "axis", "sizes", "optimal_log2_lr", "drift_octaves", "slope", "regret", "violations"]
@@ -56,6 +56,7 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
     run = wandb.init(project=spec["project"], entity=spec.get("entity"), group=spec.get("group") or sweep_dir.name,
                      name="transfer-report", job_type="report", dir=str(sweep_dir), mode=wandb_mode(spec["mode"]))
     images = {f"transfer/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("*.png"))}
+    images |= {f"samples/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("samples/*.png"))}
     run.log({"transfer/table": table, **images})
     run.finish()
 

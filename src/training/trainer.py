@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -21,6 +21,8 @@ from src.training.schedules import warmup_steps
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], plan: Plan) -> tuple[L.Trainer, DivergenceGuard]:
     guard = DivergenceGuard(cfg.divergence.factor, warmup_steps(cfg.steps, cfg.scheduler.get("warmup", 0.0)))
     callbacks = [guard, LastCheckpoint(last_checkpoint(run_dir), cfg.ckpt_every)]
+    if cfg.get("ema_decay") is not None:  # validation and checkpoints see the average, training the raw weights
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))  # one curve per named group
         if cfg.spectral_every:

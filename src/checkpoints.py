@@ -1,0 +1,40 @@
+"""Models of finished runs: rebuilt from their ``config.yaml``, weights from ``checkpoints/last.ckpt``
+(the EMA weights when the run trained with ``ema_decay``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import ConfigError, build, model_plan
+from src.mup.plan import build_model
+from src.runs import CONFIG_FILE, last_checkpoint
+
+
+def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
+    """``model`` with the weights of ``run_dir``'s last checkpoint; a ConfigError when they do not fit."""
+    path = last_checkpoint(Path(run_dir))
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no {path.relative_to(run_dir)} (not a finished run dir)")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ConfigError(f"{run_dir}: its weights do not fit this model ({str(err).splitlines()[1].strip()})") from None
+    return model
+
+
+def load_model(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig, Any]:
+    """(the run's model in eval mode with its last weights, its config, its data module, set up)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"{run_dir}: no {CONFIG_FILE} (not a run dir)")
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    data = build(cfg.data, "data")
+    data.setup()
+    factory, param, plan = model_plan(cfg, data.model_inputs)
+    return load_weights(build_model(factory, plan, param), run_dir).eval(), cfg, data

@@ -1,0 +1,129 @@
+"""VRPO preference training of a masked-diffusion LM (LLaDA 1.5; reference/vrpo.md §2–3).
+
+Per pair, the ELBOs B̂ of the chosen and rejected responses under the policy (with gradient) and a
+frozen reference (a copy of the starting policy, eval mode, no gradient) are estimated with
+n = n_t × n_yt Monte Carlo copies (``src/estimators``), and the loss is DPO's on their differences:
+
+    ŝ = β[(B̂_θ − B̂_ref)(y_w) − (B̂_θ − B̂_ref)(y_l)],   loss = −log σ(ŝ) + λ · SFT loss of y_w
+
+``antithetic``: the reference sees the same timesteps and masks as the policy for the same response;
+chosen and rejected draws are always independent. Naive DPO is n_t = n_yt = 1 without antithetic
+sampling. The ELBOs sum over the response and its terminating EOS; padding EOS is excluded (the SFT
+term, LLaDA-style, learns the padding too). All copies of chosen and rejected run as one batched
+forward per model (``chunk`` rows at a time, activation checkpointing optional). Dropout must be off:
+with it the policy and reference forwards would differ even on the same masks.
+
+Logged: the loss, the score, implicit rewards β(B̂_θ − B̂_ref) of chosen and rejected, their margin and
+the preference accuracy 1[ŝ > 0]. Validation uses ``heldout_copies`` fixed antithetic draws per
+held-out pair; with ``sample_accuracy`` also the exact-match rate of sampled answers against the
+chosen response (for data whose chosen answers are the correct ones, like the arithmetic pairs).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from src.diffusion import masked
+from src.estimators import elbo, masks, vrpo
+from src.estimators.timesteps import Draw, generator
+from src.mup.plan import Plan
+from src.tasks.base import Task
+from src.tasks.masked_lm import answer_hits
+
+
+def _cat(a: Draw, b: Draw) -> Draw:
+    """Two draws side by side along the batch (chosen, then rejected)."""
+    return Draw(torch.cat([a.t, b.t], 1), torch.cat([a.noise, b.noise], 1))
+
+
+class PreferenceTask(Task):
+    item_name = "pairs"
+    history_keys = ("val/loss", "val/score", "val/preference_accuracy", "val/accuracy")
+
+    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
+                 steps: int, compile: bool = False, *, seed: int = 0, beta: float = 0.2, n_t: int = 8,
+                 n_yt: int = 1, antithetic: bool = True, form: str = "l", timesteps: str = "iid",
+                 sft_weight: float = 0.0, eps: float = 1e-3, chunk: int | None = None, checkpointing: bool = False,
+                 heldout_copies: int = 16, sample_accuracy: bool = False) -> None:
+        super().__init__(model, plan, optimizer, scheduler, steps, compile)
+        if dropouts := [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]:
+            raise ValueError(f"VRPO needs dropout off (model.dropout=0): {dropouts[0]} has p > 0, so policy and "
+                             "reference would differ on the same masks")
+        if not beta > 0 or n_t < 1 or n_yt < 1:
+            raise ValueError(f"beta={beta}, n_t={n_t}, n_yt={n_yt}: need beta > 0 and n_t, n_yt >= 1")
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.seed, self.beta, self.n_t, self.n_yt, self.antithetic = seed, beta, n_t, n_yt, antithetic
+        self.form, self.timesteps, self.sft_weight, self.eps = form, timesteps, sft_weight, eps
+        self.chunk, self.checkpointing = chunk, checkpointing
+        self.heldout_copies, self.sample_accuracy = heldout_copies, sample_accuracy
+
+    def train(self, mode: bool = True) -> PreferenceTask:
+        super().train(mode)
+        self.reference.eval()  # frozen: never in training mode
+        return self
+
+    def elbos(self, net: nn.Module, tokens: torch.Tensor, response: torch.Tensor, d: Draw) -> torch.Tensor:
+        return elbo.estimate(net, tokens, response, d.to(tokens.device), self.model.mask_id, form=self.form,
+                             chunk=self.chunk, checkpointing=self.checkpointing and net is self.model)
+
+    def draws(self, batch: Mapping[str, torch.Tensor]) -> tuple[Draw, Draw]:
+        """(policy draw, reference draw) over [chosen; rejected]: fresh per step in training, fixed per
+        held-out row in validation; the same object for both models when antithetic."""
+        size, length = batch["chosen"].shape
+        if self.training:
+            def make(*keys: Any) -> Draw:
+                return masks.draw(self.n_t, self.n_yt, size, length, generator(self.seed, self.global_step,
+                                                                               self.global_rank, *keys), self.timesteps)
+            policy = _cat(make("chosen"), make("rejected"))
+            return policy, policy if self.antithetic else _cat(make("ref-chosen"), make("ref-rejected"))
+        rows = [masks.draw(self.heldout_copies, 1, 2, length, generator(self.seed, "heldout", i))
+                for i in batch["index"].tolist()]  # per row: its chosen and rejected draws
+        fixed = Draw(torch.cat([r.t[:, :1] for r in rows] + [r.t[:, 1:] for r in rows], 1),
+                     torch.cat([r.noise[:, :1] for r in rows] + [r.noise[:, 1:] for r in rows], 1))
+        return fixed, fixed
+
+    def scores(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ŝ per pair, the implicit rewards β(B̂_θ − B̂_ref) of [chosen; rejected])."""
+        tokens = torch.cat([batch["chosen"], batch["rejected"]])
+        response = torch.cat([batch["chosen_response"], batch["rejected_response"]])
+        d_policy, d_ref = self.draws(batch)
+        policy = self.elbos(self.model, tokens, response, d_policy)
+        with torch.no_grad():
+            ref = self.elbos(self.reference, tokens, response, d_ref)
+        w, l = policy.chunk(2)
+        rw, rl = ref.chunk(2)
+        return vrpo.score(w, rw, l, rl, self.beta), self.beta * (policy - ref).detach()
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        s, rewards = self.scores(batch)
+        loss = vrpo.dpo_loss(s).mean()
+        prefix = "train" if self.training else "val"
+        if self.training:
+            chosen, rejected = rewards.chunk(2)
+            self.log_dict({"train/score": s.mean(), "train/reward_chosen": chosen.mean(),
+                           "train/reward_rejected": rejected.mean(), "train/reward_margin": (chosen - rejected).mean(),
+                           "train/preference_accuracy": (s > 0).float().mean(), "train/dpo_loss": loss})
+            if self.sft_weight:
+                gen = generator(self.seed, self.global_step, self.global_rank, "sft")
+                tokens = batch["chosen"]
+                d = masks.draw(1, 1, len(tokens), tokens.shape[1], gen).to(tokens.device)
+                sft = masked.loss(self, tokens, batch["chosen_response"] | batch["chosen_padding"], d,
+                                  self.model.mask_id, self.eps)
+                loss = loss + self.sft_weight * sft
+                self.log("train/sft_loss", sft)
+        else:
+            self.add_val(f"{prefix}/score", s.sum(), len(s))
+            self.add_val(f"{prefix}/preference_accuracy", (s > 0).sum(), len(s))
+        return loss, len(s)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if self.sample_accuracy:
+            hits = answer_hits(self, batch["chosen"], batch["chosen_response"], batch["chosen_padding"],
+                               self.trainer.datamodule.layout, self.model.mask_id)
+            self.add_val("val/accuracy", hits, len(batch["chosen"]))

@@ -1,0 +1,122 @@
+"""LLaDA SFT and VRPO end to end: preference and SFT files (and their one-line errors), the arithmetic
+task, 2-step smoke runs of llada_sft and llada_vrpo (and naive DPO), batched vs looped ELBO copies."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from src.config import ConfigError
+from src.data import arithmetic
+from src.data.pairs import Layout, read_rows
+from src.data.text import ByteTokenizer
+from src.runs import read_record
+from tests.conftest import run_cli
+
+SFT = ["experiment=llada_sft", "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32",
+       "model.depth=1", "model.head_dim=16", "data.val_size=8", "data.batch_size=4"]
+
+
+def _pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": "1+1=", "chosen": "2"}, "row 2: missing field 'rejected'"),
+    ({"prompt": "1+1=", "chosen": 2, "rejected": "3"}, "row 2: field 'chosen' must be a string, got int"),
+    ({"prompt": "1+1=", "chosen": "2", "rejected": "  "}, "row 2: field 'rejected' is empty"),
+    ("1+1=2", "row 2: expected an object with fields prompt, chosen, rejected, got str"),
+])
+def test_malformed_preference_rows_name_file_row_and_field(tmp_path, row, message):
+    path = _pairs(tmp_path / "prefs.jsonl", [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}, row])
+    with pytest.raises(ConfigError) as err:
+        read_rows(str(path), ("prompt", "chosen", "rejected"))
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_malformed_file_stops_the_cli_with_one_line(tmp_path):
+    path = _pairs(tmp_path / "prefs.jsonl", [{"prompt": "2+2=", "chosen": "4"}])
+    result = run_cli("task=preference", "model=llada", "data=preference_file", f"data.path={path}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == [f"error: {path}: row 1: missing field 'rejected'"], result.stderr
+
+
+def test_layout_puts_prompt_response_eos_and_padding_in_place():
+    layout = Layout(ByteTokenizer(), 10)
+    tokens, response, padding = layout.encode("1+2=", "3")
+    assert tokens.tolist() == [*b"1+2=", ord("3"), 256, 256, 256, 256, 256]
+    assert response.tolist() == [False] * 4 + [True, True] + [False] * 4  # the answer and its EOS
+    assert padding.tolist() == [False] * 6 + [True] * 4
+    assert layout.decode(tokens[4:].tolist()) == "3" and layout.vocab_size == 257
+    with pytest.raises(ConfigError, match="longer than data.max_length=10"):
+        layout.encode("11+22=", "12345")
+
+
+def test_arithmetic_split_is_disjoint_and_noise_gives_wrong_answers():
+    train, val = arithmetic.split_problems(2, 256, seed=0)
+    assert len(val) == 256 and len(train) == 10_000 - 256 and not set(train) & set(val)
+    data = arithmetic.ArithmeticSFTData(digits=2, noise=0.3, val_size=256, max_length=12)
+    rows, held_out, _ = data.rows()
+    wrong = [r for r in rows if not arithmetic.answer_correct(r["prompt"], r["completion"])]
+    assert len(wrong) / len(rows) == pytest.approx(0.3, abs=0.02)
+    assert all(arithmetic.answer_correct(r["prompt"], r["completion"]) for r in held_out)
+    assert all(int(r["completion"]) >= 0 for r in rows)
+
+
+@pytest.mark.timeout(600)
+def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
+    sft_dir = tmp_path / "sft"
+    result = run_cli(*SFT, f"hydra.run.dir={sft_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_record(sft_dir)
+    assert record["status"] == "ok" and 0 <= record["metrics"]["final"]["val/accuracy"] <= 1
+
+    prefs = _pairs(tmp_path / "prefs.jsonl", [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)}
+                                              for a in range(6) for b in range(6)])
+    for estimator in ("vrpo", "naive_dpo"):
+        run_dir = tmp_path / estimator
+        result = run_cli("experiment=llada_vrpo", f"vrpo={estimator}", f"init_from={sft_dir}", "data=preference_file",
+                         f"data.path={prefs}", "data.val_size=4", "data.batch_size=4", "data.max_length=12",
+                         "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32", "model.depth=1",
+                         "model.head_dim=16", "vrpo.n_t=2", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        final = read_record(run_dir)["metrics"]["final"]
+        assert math.isfinite(final["val/loss"]) and 0 <= final["val/preference_accuracy"] <= 1
+        assert 0 <= final["val/accuracy"] <= 1
+        assert read_record(run_dir)["config"]["task"]["antithetic"] == (estimator == "vrpo")
+
+    result = run_cli("experiment=llada_vrpo", f"init_from={sft_dir}", "steps=2", "model.width=32", "model.depth=1",
+                     "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",
+                     f"hydra.run.dir={tmp_path / 'pairs'}")
+    assert result.returncode == 2 and "gave no (right, wrong) pair" in result.stderr  # a 2-step SFT model is never right
+
+
+def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
+    from functools import partial
+
+    from src.models.llada import LLaDA
+    from src.mup.plan import Parametrization, make_plan
+    from src.tasks.preference import PreferenceTask
+
+    torch.manual_seed(0)
+    model = LLaDA(257, width=32, depth=1, head_dim=16)
+    plan = make_plan(partial(LLaDA, 257, head_dim=16), 32, 1, 16, Parametrization(name="sp"),
+                     {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+    task = PreferenceTask(model, plan, {"_target_": "torch.optim.AdamW", "lr": 1e-3}, lambda step, total: 1.0,
+                          steps=1, n_t=4)
+    layout = Layout(ByteTokenizer(), 12)
+    rows = [layout.encode("1+2=", "3") + layout.encode("1+2=", "4") for _ in range(3)]
+    batch = {"chosen": torch.tensor([r[0] for r in rows]), "chosen_response": torch.tensor([r[1] for r in rows]),
+             "chosen_padding": torch.tensor([r[2] for r in rows]), "rejected": torch.tensor([r[3] for r in rows]),
+             "rejected_response": torch.tensor([r[4] for r in rows]), "index": torch.arange(3)}
+    task.train()
+    s, _ = task.scores(batch)
+    assert torch.equal(s, torch.zeros(3)) and not task.reference.training
+    assert task.loss(batch)[0].item() == pytest.approx(math.log(2))
+    task.antithetic = False
+    assert not torch.equal(task.scores(batch)[0], torch.zeros(3))
