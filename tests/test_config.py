@@ -10,20 +10,28 @@ from src.config import CONF_DIR, ConfigError, check, preflight
 from tests.conftest import make_config
 
 GROUPS = ("task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer", "logger",
-          "sweep", "budget", "experiment")
+          "sweep", "budget", "experiment", "vrpo")
 NEEDS_GPU = {"trainer": {"gpu", "fsdp"}, "experiment": {"gpt2_124m"}}
 _HERE = Path(__file__)
 UNTIED = "model.tie_head=false"  # μP arms need an untied readout
 IMAGES = ["task=image_diffusion", "model=dit"]  # image data goes with a diffusion model and task
+SFT = ["task=masked_lm", "model=llada"]  # prompt-response data goes with a masked-diffusion LM
+PREFS = ["task=preference", "model=llada"]
 NEEDS_VALUES = {
     "data": {"text_files": [f"data.paths=[{_HERE}]"], "hf_text": [f"data.name_or_path={_HERE}"],
              "mnist5k": IMAGES, "digits": IMAGES, "shapes": IMAGES, "cifar10": [*IMAGES, "data.root=/tmp"],
              "image_folder": [*IMAGES, f"data.root={_HERE.parent.parent}"], "hf_images": [*IMAGES, "@hf_images"],
-             "latents": [*IMAGES, "@latents"]},
+             "latents": [*IMAGES, "@latents"], "arithmetic": SFT, "sft_file": [*SFT, f"data.path={_HERE}"],
+             "preference_file": [*PREFS, f"data.path={_HERE}"], "arithmetic_pairs": [*PREFS, f"init_from={_HERE.parent}"]},
     "parametrization": {"mup": [UNTIED], "depth_mup": [UNTIED], "completep": [UNTIED]},
-    "model": {m: ["task=image_diffusion", "data=digits"] for m in ("dit", "dit_s", "dit_b", "dit_l", "dit_xl",
-                                                                   "uvit", "pixart", "mmdit")},
-    "task": {"image_diffusion": ["model=dit", "data=digits"]},
+    "model": {**{m: ["task=image_diffusion", "data=digits"] for m in ("dit", "dit_s", "dit_b", "dit_l", "dit_xl",
+                                                                      "uvit", "pixart", "mmdit")},
+              "llada": ["task=masked_lm", "data=arithmetic"]},
+    "vrpo": {o: ["task=preference", "model=llada", "data=preference_file", f"data.path={_HERE}"]
+             for o in ("vrpo", "naive_dpo")},
+    "task": {"image_diffusion": ["model=dit", "data=digits"], "masked_lm": ["model=llada", "data=arithmetic"],
+             "preference": ["model=llada", "data=preference_file", f"data.path={_HERE}"]},
+    "experiment": {"llada_vrpo": [f"init_from={_HERE.parent}"]},
 }
 
 
@@ -67,9 +75,11 @@ def test_experiment_files_are_global_presets():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, mmdit, pixart, uvit"),
-    (["data=nothing"], "data=nothing: no such option; choose one of cifar10, digits, hf_images, hf_text, image_folder, "
-                       "latents, mnist5k, pysource, shapes, text_files"),
+    (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, llada, mmdit, pixart, "
+                     "uvit"),
+    (["data=nothing"], "data=nothing: no such option; choose one of arithmetic, arithmetic_pairs, cifar10, digits, "
+                       "hf_images, hf_text, image_folder, latents, mnist5k, preference_file, pysource, sft_file, "
+                       "shapes, text_files"),
     (["model=dit"], "model (DiT) does not take vocab_size from the data: pair it with data that gives image_size, "
                     "in_channels, num_classes"),
     (["model.widht=64"], "model.widht: no such key in the config"),

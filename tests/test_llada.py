@@ -120,3 +120,22 @@ def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
     assert task.loss(batch)[0].item() == pytest.approx(math.log(2))
     task.antithetic = False
     assert not torch.equal(task.scores(batch)[0], torch.zeros(3))
+
+
+@pytest.mark.timeout(600)
+def test_variance_study_smoke_writes_measured_and_predicted_values(tmp_path):
+    run_dir = tmp_path / "variance"
+    result = run_cli("experiment=vrpo_variance", "budget=smoke", "variance.repeats=12",
+                     'variance.settings=["(4,1,anti)","(8,1,anti)","(4,1,indep)","(1,1,anti) t-form"]',
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads((run_dir / "variance.json").read_text())
+    assert out["testbed"]["score_identically_zero_at_reference"] is True
+    by_name = {c["name"]: c for c in out["configs"]}
+    assert set(by_name) == {"(4,1,anti)", "(8,1,anti)", "(4,1,indep)", "(1,1,anti) t-form"}
+    for name, entry in by_name.items():
+        assert entry["var_score"]["measured"] > 0 and entry["grad_trace"]["loss"] > 0
+        assert (entry["var_score"]["predicted"] is None) == (name == "(1,1,anti) t-form")
+    ratio = next(r for r in out["ratios"] if r["ratio"] == "antithetic off / on, (4,1)")
+    assert ratio["predicted"] >= 1 and ratio["ci95"][0] <= ratio["measured"] <= ratio["ci95"][1]
+    assert "| ratio of Var ŝ |" in (run_dir / "variance.md").read_text()

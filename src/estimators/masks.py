@@ -34,6 +34,11 @@ def draw(n_t: int, n_yt: int, batch: int, length: int, gen: torch.Generator, tim
     return Draw(t, torch.rand(n_t * n_yt, batch, length, generator=gen))
 
 
+def cat(a: Draw, b: Draw) -> Draw:
+    """Two draws side by side along the batch (e.g. chosen, then rejected)."""
+    return Draw(torch.cat([a.t, b.t], 1), torch.cat([a.noise, b.noise], 1))
+
+
 def masks(d: Draw, maskable: torch.Tensor, form: str = "l", eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask of shape (n, batch, length), weight of shape (n, batch)) for ``maskable`` (batch, length)."""
     if form not in FORMS:

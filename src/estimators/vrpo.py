@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from src.estimators import elbo, masks
 from src.estimators.elbo import Enumeration
+from src.estimators.timesteps import Draw
 
 
 def score(policy_w: torch.Tensor, ref_w: torch.Tensor, policy_l: torch.Tensor, ref_l: torch.Tensor,
@@ -34,6 +36,32 @@ def score(policy_w: torch.Tensor, ref_w: torch.Tensor, policy_l: torch.Tensor, r
 def dpo_loss(s: torch.Tensor) -> torch.Tensor:
     """−log σ(s) per pair (softplus(−s), exact for large |s|)."""
     return F.softplus(-s)
+
+
+def pair_draws(n_t: int, n_yt: int, size: int, length: int, antithetic: bool, gen: torch.Generator,
+               timesteps: str = "iid") -> tuple[Draw, Draw]:
+    """(policy draw, reference draw) over [chosen; rejected] (batch 2·size). Chosen and rejected draws
+    are independent; the reference's is the policy's (the same object) when ``antithetic``, else fresh."""
+    def both() -> Draw:
+        return masks.cat(*(masks.draw(n_t, n_yt, size, length, gen, timesteps) for _ in range(2)))
+
+    policy = both()
+    return policy, policy if antithetic else both()
+
+
+def pair_scores(policy: torch.nn.Module, reference: torch.nn.Module, chosen: torch.Tensor, rejected: torch.Tensor,
+                chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, draws: tuple[Draw, Draw], beta: float,
+                mask_id: int, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ŝ per pair, implicit rewards β(B̂_θ − B̂_ref) of [chosen; rejected]): chosen and rejected copies
+    in one batched forward per model, the policy's with gradient, the reference's without. ``kwargs``
+    go to ``elbo.estimate`` (form, eps, chunk, checkpointing)."""
+    tokens, maskable = torch.cat([chosen, rejected]), torch.cat([chosen_mask, rejected_mask])
+    d_policy, d_ref = (d.to(tokens.device) for d in draws)
+    mine = elbo.estimate(policy, tokens, maskable, d_policy, mask_id, **kwargs)
+    with torch.no_grad():
+        ref = elbo.estimate(reference, tokens, maskable, d_ref, mask_id, **{**kwargs, "checkpointing": False})
+    (w, l), (rw, rl) = mine.chunk(2), ref.chunk(2)
+    return score(w, rw, l, rl, beta), beta * (mine - ref).detach()
 
 
 @dataclass(frozen=True)

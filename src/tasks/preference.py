@@ -29,16 +29,11 @@ import torch
 from torch import nn
 
 from src.diffusion import masked
-from src.estimators import elbo, masks, vrpo
+from src.estimators import masks, vrpo
 from src.estimators.timesteps import Draw, generator
 from src.mup.plan import Plan
 from src.tasks.base import Task
 from src.tasks.masked_lm import answer_hits
-
-
-def _cat(a: Draw, b: Draw) -> Draw:
-    """Two draws side by side along the batch (chosen, then rejected)."""
-    return Draw(torch.cat([a.t, b.t], 1), torch.cat([a.noise, b.noise], 1))
 
 
 class PreferenceTask(Task):
@@ -67,20 +62,13 @@ class PreferenceTask(Task):
         self.reference.eval()  # frozen: never in training mode
         return self
 
-    def elbos(self, net: nn.Module, tokens: torch.Tensor, response: torch.Tensor, d: Draw) -> torch.Tensor:
-        return elbo.estimate(net, tokens, response, d.to(tokens.device), self.model.mask_id, form=self.form,
-                             chunk=self.chunk, checkpointing=self.checkpointing and net is self.model)
-
     def draws(self, batch: Mapping[str, torch.Tensor]) -> tuple[Draw, Draw]:
         """(policy draw, reference draw) over [chosen; rejected]: fresh per step in training, fixed per
-        held-out row in validation; the same object for both models when antithetic."""
+        held-out row in validation (antithetic there, to rank pairs with the least noise)."""
         size, length = batch["chosen"].shape
         if self.training:
-            def make(*keys: Any) -> Draw:
-                return masks.draw(self.n_t, self.n_yt, size, length, generator(self.seed, self.global_step,
-                                                                               self.global_rank, *keys), self.timesteps)
-            policy = _cat(make("chosen"), make("rejected"))
-            return policy, policy if self.antithetic else _cat(make("ref-chosen"), make("ref-rejected"))
+            gen = generator(self.seed, self.global_step, self.global_rank, "vrpo")
+            return vrpo.pair_draws(self.n_t, self.n_yt, size, length, self.antithetic, gen, self.timesteps)
         rows = [masks.draw(self.heldout_copies, 1, 2, length, generator(self.seed, "heldout", i))
                 for i in batch["index"].tolist()]  # per row: its chosen and rejected draws
         fixed = Draw(torch.cat([r.t[:, :1] for r in rows] + [r.t[:, 1:] for r in rows], 1),
@@ -89,15 +77,10 @@ class PreferenceTask(Task):
 
     def scores(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ŝ per pair, the implicit rewards β(B̂_θ − B̂_ref) of [chosen; rejected])."""
-        tokens = torch.cat([batch["chosen"], batch["rejected"]])
-        response = torch.cat([batch["chosen_response"], batch["rejected_response"]])
-        d_policy, d_ref = self.draws(batch)
-        policy = self.elbos(self.model, tokens, response, d_policy)
-        with torch.no_grad():
-            ref = self.elbos(self.reference, tokens, response, d_ref)
-        w, l = policy.chunk(2)
-        rw, rl = ref.chunk(2)
-        return vrpo.score(w, rw, l, rl, self.beta), self.beta * (policy - ref).detach()
+        return vrpo.pair_scores(self.model, self.reference, batch["chosen"], batch["rejected"],
+                                batch["chosen_response"], batch["rejected_response"], self.draws(batch), self.beta,
+                                self.model.mask_id, form=self.form, chunk=self.chunk,
+                                checkpointing=self.checkpointing)
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         s, rewards = self.scores(batch)
