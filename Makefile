@@ -27,6 +27,7 @@ bench: $(STAMP)                   ## speed baselines (ratios measured side by si
 	$(PY) experiments/benchmarks/gpt2_step.py
 	$(PY) experiments/benchmarks/spectral_monitor.py
 	$(PY) experiments/benchmarks/sweep_launchers.py --repeats 1
+	$(PY) experiments/benchmarks/vrpo_step.py
 
 lock:                             ## re-resolve pyproject.toml's ranges into requirements.lock
 	rm -rf .lock-venv
