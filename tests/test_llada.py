@@ -139,3 +139,11 @@ def test_variance_study_smoke_writes_measured_and_predicted_values(tmp_path):
     ratio = next(r for r in out["ratios"] if r["ratio"] == "antithetic off / on, (4,1)")
     assert ratio["predicted"] >= 1 and ratio["ci95"][0] <= ratio["measured"] <= ratio["ci95"][1]
     assert "| ratio of Var ŝ |" in (run_dir / "variance.md").read_text()
+
+
+def test_an_unknown_variance_setting_is_one_line(tmp_path):
+    result = run_cli("experiment=vrpo_variance", "budget=smoke", 'variance.settings=["(3,1,anti)"]',
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-1000:]
+    assert lines[0].startswith("error: variance.settings: unknown '(3,1,anti)'; choose from (4,1,anti)")

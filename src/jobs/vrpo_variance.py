@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.config import model_plan, plain
+from src.config import ConfigError, model_plan, plain
 from src.data.markov import MarkovChain, bradley_terry
 from src.diffusion import masked
 from src.estimators import elbo, masks, vrpo
@@ -233,6 +233,8 @@ def ratios(entries: dict[str, dict[str, Any]], resamples_s: dict[str, np.ndarray
 
 def vrpo_variance(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     spec = cfg.variance
+    if unknown := [name for name in spec.settings if name not in SETTINGS]:
+        raise ConfigError(f"variance.settings: unknown {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
     torch.manual_seed(cfg.seed)
     chain = MarkovChain(spec.chain.vocab, spec.chain.length, spec.chain.p_jump)
     factory, param, plan = model_plan(cfg, {"vocab_size": chain.vocab})
