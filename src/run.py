@@ -16,6 +16,7 @@ import itertools
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -143,6 +144,8 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
         if cfg.print_plan:
             print(_built_plan(cfg).table())
             return math.nan
+        if cfg.get("init_stage") and not cfg.get("resume"):
+            train_init_stage(cfg)
         record = JOBS[cfg.job](cfg, run_dir, started)
         record.mutransfer = transfer
     except ConfigError as err:
@@ -167,6 +170,20 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
                  f"{final['val/loss']:.4f}" if "val/loss" in final else "-", record.steps, record.wall_time_s)
         log.info("results: %s", path)
     return record.sweep_metric
+
+
+def train_init_stage(cfg: DictConfig) -> None:
+    """Train the run ``init_from`` names when it has not finished yet (e.g. VRPO's SFT stage):
+    ``python -m src.run <init_stage overrides> hydra.run.dir=<init_from>`` in a fresh process, so that
+    one command runs a two-stage pipeline on a fresh clone. A failed stage stops this run."""
+    target = Path(cfg.init_from)
+    if last_checkpoint(target).exists():
+        return
+    args = [*cfg.init_stage, f"hydra.run.dir={target}"]
+    log.info("init_from=%s has no finished run: training it first (python -m src.run %s)", target, " ".join(args))
+    done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        raise ConfigError(f"init_stage (python -m src.run {' '.join(args)}) failed with exit code {done.returncode}")
 
 
 def _built_plan(cfg: DictConfig):

@@ -50,3 +50,14 @@ def train(tmp_path):
         return run(cfg, run_dir, multirun=multirun, overrides=list(overrides)), run_dir
 
     return _train
+
+
+def local_hf_tokenizer(directory: Path, texts: list[str], vocab_size: int = 60):
+    """A small BPE ``tokenizer.json`` trained on ``texts`` and saved in ``directory`` (nothing downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"]))
+    tok.save(str(directory / "tokenizer.json"))
+    return tok

@@ -12,6 +12,7 @@ import torch
 from src.config import ConfigError
 from src.data.hf import hub_reachable
 from src.data.text import HFTextData, PySourceData, RandomWindows, TextFilesData, hash_split
+from tests.conftest import local_hf_tokenizer
 
 STREAM = dict(seq_len=16, batch_size=4, val_batches=2)
 
@@ -142,13 +143,7 @@ def test_hub_probe_gives_up_quickly():
 
 
 def test_hf_tokenizer_from_a_local_path(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["def foo(): return bar"] * 50 + ["import os, sys"] * 50,
-                            trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"]))
-    tok.save(str(tmp_path / "tokenizer.json"))
+    tok = local_hf_tokenizer(tmp_path, ["def foo(): return bar"] * 50 + ["import os, sys"] * 50)
     (tmp_path / "corpus.txt").write_text("def foo(): return bar\nimport os, sys\n" * 40)
     data = TextFilesData(paths=[str(tmp_path / "corpus.txt")], tokenizer=str(tmp_path), seq_len=4,
                          batch_size=2, cache_dir=str(tmp_path / "cache"))

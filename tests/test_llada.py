@@ -13,8 +13,9 @@ from src.config import ConfigError
 from src.data import arithmetic
 from src.data.pairs import Layout, read_rows
 from src.data.text import ByteTokenizer
+from src.eval import answers
 from src.runs import read_record
-from tests.conftest import run_cli
+from tests.conftest import local_hf_tokenizer, run_cli
 
 SFT = ["experiment=llada_sft", "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32",
        "model.depth=1", "model.head_dim=16", "data.val_size=8", "data.batch_size=4"]
@@ -57,6 +58,24 @@ def test_layout_puts_prompt_response_eos_and_padding_in_place():
         layout.encode("11+22=", "12345")
 
 
+def test_preference_file_with_a_local_hf_tokenizer(tmp_path):
+    from src.data.pairs import PreferenceFileData
+
+    rows = [{"prompt": f"add {a} and {b}", "chosen": f"sum {a + b}", "rejected": f"sum {a + b + 1}"}
+            for a in range(5) for b in range(5)]
+    tok = local_hf_tokenizer(tmp_path, [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in rows] * 4)
+    data = PreferenceFileData(path=str(_pairs(tmp_path / "prefs.jsonl", rows)), tokenizer=str(tmp_path),
+                              max_length=12, batch_size=4, val_size=5)
+    data.setup()
+    assert data.layout.vocab_size == tok.get_vocab_size() + 1 == data.model_inputs["vocab_size"]
+    val = data.val.tensors
+    for i, row in enumerate(data.val_rows):
+        for field in ("chosen", "rejected"):
+            ids = val[field][i][val[f"{field}_response"][i]].tolist()
+            assert ids == tok.encode(row[field]).ids + [data.layout.eos_id]  # the response, then its EOS
+            assert data.layout.decode(ids) == tok.decode(tok.encode(row[field]).ids)
+
+
 def test_arithmetic_split_is_disjoint_and_noise_gives_wrong_answers():
     train, val = arithmetic.split_problems(2, 256, seed=0)
     assert len(val) == 256 and len(train) == 10_000 - 256 and not set(train) & set(val)
@@ -70,25 +89,32 @@ def test_arithmetic_split_is_disjoint_and_noise_gives_wrong_answers():
 
 @pytest.mark.timeout(600)
 def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
+    """VRPO first: its init_stage trains the missing SFT run; naive DPO then reuses that run."""
     sft_dir = tmp_path / "sft"
-    result = run_cli(*SFT, f"hydra.run.dir={sft_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    record = read_record(sft_dir)
-    assert record["status"] == "ok" and 0 <= record["metrics"]["final"]["val/accuracy"] <= 1
-
     prefs = _pairs(tmp_path / "prefs.jsonl", [{"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": str(a + b + 1)}
                                               for a in range(6) for b in range(6)])
+    stage = "init_stage=[" + ",".join(f"'{arg}'" for arg in SFT) + "]"
     for estimator in ("vrpo", "naive_dpo"):
         run_dir = tmp_path / estimator
-        result = run_cli("experiment=llada_vrpo", f"vrpo={estimator}", f"init_from={sft_dir}", "data=preference_file",
-                         f"data.path={prefs}", "data.val_size=4", "data.batch_size=4", "data.max_length=12",
-                         "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32", "model.depth=1",
-                         "model.head_dim=16", "vrpo.n_t=2", f"hydra.run.dir={run_dir}")
+        result = run_cli("experiment=llada_vrpo", f"vrpo={estimator}", f"init_from={sft_dir}", stage,
+                         "data=preference_file", f"data.path={prefs}", "data.val_size=4", "data.batch_size=4",
+                         "data.max_length=12", "steps=2", "val_every=2", "ckpt_every=2", "logger=csv",
+                         "model.width=32", "model.depth=1", "model.head_dim=16", "vrpo.n_t=2",
+                         f"hydra.run.dir={run_dir}")
         assert result.returncode == 0, result.stderr[-2000:]
+        assert ("training it first" in result.stdout + result.stderr) == (estimator == "vrpo")
         final = read_record(run_dir)["metrics"]["final"]
         assert math.isfinite(final["val/loss"]) and 0 <= final["val/preference_accuracy"] <= 1
         assert 0 <= final["val/accuracy"] <= 1
         assert read_record(run_dir)["config"]["task"]["antithetic"] == (estimator == "vrpo")
+
+    record = read_record(sft_dir)
+    assert record["status"] == "ok" and record["steps"] == 2 and 0 <= record["metrics"]["final"]["val/accuracy"] <= 1
+    greedy = answers.evaluate(sft_dir)
+    assert greedy["accuracy"] == record["metrics"]["final"]["val/accuracy"] and greedy["answers"] == 8
+    sampled = answers.evaluate(sft_dir, temperature=1.0, draws=2)
+    assert sampled == answers.evaluate(sft_dir, temperature=1.0, draws=2) and sampled["answers"] == 16
+    assert sum(sampled["misses_by_offset"].values()) == round(16 * (1 - sampled["accuracy"]))
 
     result = run_cli("experiment=llada_vrpo", f"init_from={sft_dir}", "steps=2", "model.width=32", "model.depth=1",
                      "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",
@@ -121,6 +147,14 @@ def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
     task.antithetic = False
     assert not torch.equal(task.scores(batch)[0], torch.zeros(3))
 
+    task.antithetic, task.sft_weight = True, 1.0  # the SFT-only ablation drops exactly the DPO term, log 2 here
+    both = task.loss(batch)[0].item()
+    task.dpo_weight = 0.0
+    assert task.loss(batch)[0].item() == pytest.approx(both - math.log(2))
+    with pytest.raises(ValueError, match="not both 0"):
+        PreferenceTask(model, plan, {"_target_": "torch.optim.AdamW", "lr": 1e-3}, lambda step, total: 1.0,
+                       steps=1, dpo_weight=0.0)
+
 
 @pytest.mark.timeout(600)
 def test_variance_study_smoke_writes_measured_and_predicted_values(tmp_path):
@@ -139,6 +173,8 @@ def test_variance_study_smoke_writes_measured_and_predicted_values(tmp_path):
     ratio = next(r for r in out["ratios"] if r["ratio"] == "antithetic off / on, (4,1)")
     assert ratio["predicted"] >= 1 and ratio["ci95"][0] <= ratio["measured"] <= ratio["ci95"][1]
     assert "| ratio of Var ŝ |" in (run_dir / "variance.md").read_text()
+    assert [d["policy_steps"] for d in out["distance"]] == [3, 8]  # budget=smoke's distance_steps
+    assert all(-1 <= d["rho"] <= 1 and d["antithetic_gain_4_1"] >= 1 for d in out["distance"])
 
 
 def test_an_unknown_variance_setting_is_one_line(tmp_path):

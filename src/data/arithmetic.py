@@ -43,6 +43,14 @@ def answer_correct(prompt_text: str, answer: str) -> bool:
     return answer.strip() == str(a + b)
 
 
+def offset(prompt_text: str, answer: str) -> int | None:
+    """answer − (a + b), or None when the prompt is not "a+b=" or the answer not a number."""
+    try:
+        return int(answer.strip()) - sum(parse(prompt_text))
+    except ValueError:
+        return None
+
+
 def wrong_sum(a: int, b: int, rng: np.random.Generator) -> int:
     """a + b plus a random offset of ±1, ±10 or ±100 that keeps it non-negative."""
     options = [a + b + d for d in OFFSETS if a + b + d >= 0]

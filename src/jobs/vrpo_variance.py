@@ -12,6 +12,9 @@ policy/reference pair on the Markov-chain testbed (``src/data/markov.py``, refer
    95% intervals over repeats. Predictions (iid l): Var ŝ from ``vrpo.score_variance``; Var loss ≈
    σ(−s)²·Var ŝ (first order); bias ≤ √Var ŝ (Theorem 1) and ≈ ½σ(s)σ(−s)·Var ŝ (second order);
    Theorem 4's gradient bound C̃²/8·Var ŝ̄ + tr Var ∇ŝ̄ with an empirical C.
+5. Distance curve: the same policy training continued to each of ``distance_steps``; at each, from the
+   exact decomposition alone, ρ, the predicted antithetic gain at (4, 1) and an ELBO proxy of
+   KL(π_ref ‖ π_θ), the mean of B_ref − B_θ over the held-out responses (samples of π_ref).
 
 Writes ``variance.json`` (a ``configs`` list) and ``variance.md`` into the run dir.
 """
@@ -19,10 +22,12 @@ Writes ``variance.json`` (a ``configs`` list) and ``variance.md`` into the run d
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +86,13 @@ def estimate(policy, reference, chosen, rejected, maskable, setting: dict[str, A
     return s
 
 
-def train_policy(policy, reference, chosen, rejected, maskable, steps: int, batch: int, lr: float, beta: float,
-                 seed: int) -> list[float]:
-    """VRPO (n_t = 4, antithetic, l-form) on random batches of the pairs."""
-    optimizer, losses = _adam(policy, lr), []
+def policy_training(policy, reference, chosen, rejected, maskable, batch: int, lr: float, beta: float,
+                    seed: int) -> Iterator[float]:
+    """VRPO steps (n_t = 4, antithetic, l-form) on random batches of the pairs, for as long as asked;
+    yields each step's loss (step k's batch and masks come from generator(seed, "policy", k))."""
+    optimizer = _adam(policy, lr)
     setting = {"n_t": 4, "n_yt": 1, "antithetic": True, "form": "l", "eps": 0.0, "timesteps": "iid"}
-    for step in range(steps):
+    for step in itertools.count():
         gen = generator(seed, "policy", step)
         pick = torch.randint(0, len(chosen), (batch,), generator=gen)
         s = estimate(policy, reference, chosen[pick], rejected[pick], maskable[pick], setting, beta, gen)
@@ -94,8 +100,7 @@ def train_policy(policy, reference, chosen, rejected, maskable, steps: int, batc
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return losses
+        yield loss.item()
 
 
 def exact_pairs(policy, reference, chosen, rejected, maskable) -> list[tuple[vrpo.ResponseStats, vrpo.ResponseStats]]:
@@ -104,6 +109,15 @@ def exact_pairs(policy, reference, chosen, rejected, maskable) -> list[tuple[vrp
         return vrpo.ResponseStats.of(elbo.exact(policy, tokens, mask, policy.mask_id),
                                      elbo.exact(reference, tokens, mask, policy.mask_id))
     return [(stats(w, m), stats(l, m)) for w, l, m in zip(chosen, rejected, maskable)]
+
+
+def distance_point(steps: int, pairs, beta: float) -> dict[str, float]:
+    """How far the policy is from the reference after ``steps`` steps, and what antithetic sampling
+    gains there: ρ (n = 1), the predicted Var ŝ ratio off/on at (4, 1), and the KL proxy."""
+    responses = [x for p in pairs for x in p]
+    return {"policy_steps": steps, "kl_proxy": float(np.mean([-x.elbo_gap for x in responses])),
+            "rho": float(np.mean([x.correlation(1, 1) for x in responses])),
+            "antithetic_gain_4_1": vrpo.score_variance(pairs, beta, 4, 1, False) / vrpo.score_variance(pairs, beta, 4, 1, True)}
 
 
 def _interval(samples: np.ndarray) -> list[float]:
@@ -251,12 +265,20 @@ def vrpo_variance(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
                          {"n_t": 4, "n_yt": 1, "antithetic": True, "form": "l", "eps": 0.0, "timesteps": "iid"},
                          spec.beta, generator(cfg.seed, "identical"))
     s_zero = bool(torch.equal(identical.detach(), torch.zeros(8)))
-    dpo = train_policy(policy, reference, chosen, rejected, maskable, spec.policy_steps, spec.policy_batch,
-                       spec.policy_lr, spec.beta, cfg.seed)
-    log.info("policy: VRPO loss %.3f → %.3f over %d steps", np.mean(dpo[:10]), np.mean(dpo[-10:]), len(dpo))
-
     held_w, held_l = preference_pairs(reference, chain, spec.pairs, spec.tau, generator(cfg.seed, "held-out"))
     held_mask = chain.maskable(spec.pairs)
+    training = policy_training(policy, reference, chosen, rejected, maskable, spec.policy_batch, spec.policy_lr,
+                               spec.beta, cfg.seed)
+    dpo, curve, measured = [], [], None
+    for steps in sorted({spec.policy_steps, *spec.distance_steps}):
+        dpo += [next(training) for _ in range(steps - len(dpo))]
+        if steps == spec.policy_steps:
+            measured, loss_at = copy.deepcopy(policy), [float(np.mean(dpo[:10])), float(np.mean(dpo[-10:]))]
+        if steps in spec.distance_steps:
+            curve.append(distance_point(steps, exact_pairs(policy, reference, held_w, held_l, held_mask), spec.beta))
+            log.info("distance after %d steps: %s", steps, curve[-1])
+    policy = measured
+    log.info("policy: VRPO loss %.3f → %.3f over %d steps", *loss_at, spec.policy_steps)
     pairs = exact_pairs(policy, reference, held_w, held_l, held_mask)
     s_exact = np.array([vrpo.exact_score(p, spec.beta) for p in pairs])
     rng = np.random.default_rng([cfg.seed, 23])
@@ -275,7 +297,7 @@ def vrpo_variance(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     result = {
         "testbed": {"chain": dict(spec.chain), "beta": spec.beta, "pairs": spec.pairs, "repeats": spec.repeats,
                     "sft_loss": [float(np.mean(sft[:20])), float(np.mean(sft[-20:]))],
-                    "policy_dpo_loss": [float(np.mean(dpo[:10])), float(np.mean(dpo[-10:]))],
+                    "policy_dpo_loss": loss_at,
                     "exact_score_mean": float(s_exact.mean()), "exact_score_abs_mean": float(np.abs(s_exact).mean()),
                     "timestep_share_antithetic": float(np.mean([vrpo.timestep_share(x) for p in pairs for x in p])),
                     "timestep_share_independent": float(np.mean([vrpo.timestep_share(x, False) for p in pairs for x in p])),
@@ -283,6 +305,7 @@ def vrpo_variance(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
                     "score_identically_zero_at_reference": s_zero},
         "configs": list(entries.values()),
         "ratios": ratios(entries, boot_s, pairs, spec.beta),
+        "distance": curve,
     }
     (run_dir / "variance.json").write_text(json.dumps(result, indent=2))
     (run_dir / "variance.md").write_text(markdown(result))
@@ -315,4 +338,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| ratio of Var ŝ | measured [95% CI] | predicted | within CI |", "|---|---|---|---|"]
     lines += [f"| {r['ratio']} | {_num(r['measured'])} [{_num(r['ci95'][0])}, {_num(r['ci95'][1])}] | "
               f"{_num(r['predicted'])} | {r['within_ci']} |" for r in result["ratios"]]
+    if result["distance"]:
+        lines += ["", "| policy steps | KL proxy E[B_ref − B_θ] | ρ | predicted antithetic gain at (4,1) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {d['policy_steps']} | {_num(d['kl_proxy'])} | {d['rho']:.4f} | {_num(d['antithetic_gain_4_1'])} |"
+                  for d in result["distance"]]
     return "\n".join(lines) + "\n"

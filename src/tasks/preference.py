@@ -4,7 +4,10 @@ Per pair, the ELBOs B̂ of the chosen and rejected responses under the policy (w
 frozen reference (a copy of the starting policy, eval mode, no gradient) are estimated with
 n = n_t × n_yt Monte Carlo copies (``src/estimators``), and the loss is DPO's on their differences:
 
-    ŝ = β[(B̂_θ − B̂_ref)(y_w) − (B̂_θ − B̂_ref)(y_l)],   loss = −log σ(ŝ) + λ · SFT loss of y_w
+    ŝ = β[(B̂_θ − B̂_ref)(y_w) − (B̂_θ − B̂_ref)(y_l)],   loss = −w log σ(ŝ) + λ · SFT loss of y_w
+
+(w = ``dpo_weight``, 1 by default; w = 0 with λ > 0 is SFT on the chosen responses alone, the ablation
+that tells the preference term's effect from the SFT term's.)
 
 ``antithetic``: the reference sees the same timesteps and masks as the policy for the same response;
 chosen and rejected draws are always independent. Naive DPO is n_t = n_yt = 1 without antithetic
@@ -43,7 +46,7 @@ class PreferenceTask(Task):
     def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
                  steps: int, compile: bool = False, *, seed: int = 0, beta: float = 0.2, n_t: int = 8,
                  n_yt: int = 1, antithetic: bool = True, form: str = "l", timesteps: str = "iid",
-                 sft_weight: float = 0.0, eps: float = 1e-3, chunk: int | None = None, checkpointing: bool = False,
+                 sft_weight: float = 0.0, dpo_weight: float = 1.0, eps: float = 1e-3, chunk: int | None = None, checkpointing: bool = False,
                  heldout_copies: int = 16, sample_accuracy: bool = False) -> None:
         super().__init__(model, plan, optimizer, scheduler, steps, compile)
         if dropouts := [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]:
@@ -51,9 +54,11 @@ class PreferenceTask(Task):
                              "reference would differ on the same masks")
         if not beta > 0 or n_t < 1 or n_yt < 1:
             raise ValueError(f"beta={beta}, n_t={n_t}, n_yt={n_yt}: need beta > 0 and n_t, n_yt >= 1")
+        if dpo_weight < 0 or sft_weight < 0 or dpo_weight + sft_weight == 0:
+            raise ValueError(f"dpo_weight={dpo_weight}, sft_weight={sft_weight}: need both >= 0, not both 0")
         self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.seed, self.beta, self.n_t, self.n_yt, self.antithetic = seed, beta, n_t, n_yt, antithetic
-        self.form, self.timesteps, self.sft_weight, self.eps = form, timesteps, sft_weight, eps
+        self.form, self.timesteps, self.sft_weight, self.dpo_weight, self.eps = form, timesteps, sft_weight, dpo_weight, eps
         self.chunk, self.checkpointing = chunk, checkpointing
         self.heldout_copies, self.sample_accuracy = heldout_copies, sample_accuracy
 
@@ -91,6 +96,7 @@ class PreferenceTask(Task):
             self.log_dict({"train/score": s.mean(), "train/reward_chosen": chosen.mean(),
                            "train/reward_rejected": rejected.mean(), "train/reward_margin": (chosen - rejected).mean(),
                            "train/preference_accuracy": (s > 0).float().mean(), "train/dpo_loss": loss})
+            loss = self.dpo_weight * loss
             if self.sft_weight:
                 gen = generator(self.seed, self.global_step, self.global_rank, "sft")
                 tokens = batch["chosen"]
