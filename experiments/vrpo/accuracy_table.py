@@ -7,7 +7,8 @@ Reads ``<sft root>/seed<k>`` and, per preference root (one recipe each), ``<root
 (``val/accuracy``), its change against the SFT run of the same seed, the accuracy of answers sampled
 at temperature 1 (``answers_T1.json`` from ``python -m src.eval.answers <run> --temperature 1``),
 held-out preference accuracy with fixed antithetic draws, and the standard deviation of the logged
-training loss as a smoothness measure.
+training loss as a smoothness measure. Then the paired differences between methods of one recipe
+(same seed, same SFT start), and every run's numbers.
 """
 
 from __future__ import annotations
@@ -69,8 +70,21 @@ def main(sft_root: str, *roots: str) -> None:
             delta = [_final(r, "val/accuracy") - _final(sft[_seed(r)], "val/accuracy") for r in runs]
             print(f"| {root.name} | {method} | {', '.join(str(_seed(r)) for r in runs)} | "
                   f"{_cell([_final(r, 'val/accuracy') for r in runs])} | {_cell(delta, signed=True)} | "
-                  f"{_cell([_sampled(r) for r in runs])} | {_cell([_final(r, 'val/preference_accuracy') for r in runs])} | "
+                  f"{_cell([_sampled(r) for r in runs])} | "
+                  f"{_cell([_final(r, 'val/preference_accuracy') for r in runs])} | "
                   f"{_cell([_loss_std(r) for r in runs])} |")
+    print()
+    print("| recipe | paired difference (same seed) | greedy accuracy | sampled accuracy (T = 1) |")
+    print("|---|---|---|---|")
+    for root in map(Path, roots):
+        for a, b in (("vrpo", "naive_dpo"), ("vrpo", "sft_only"), ("naive_dpo", "sft_only")):
+            pairs = [(run, root / f"seed{_seed(run)}-{b}") for run in _finished(list(root.glob(f"seed*-{a}")))]
+            pairs = [(x, y) for x, y in pairs if (y / "metrics.json").exists()]
+            if pairs:
+                greedy = [_final(x, "val/accuracy") - _final(y, "val/accuracy") for x, y in pairs]
+                sampled = [None if None in (_sampled(x), _sampled(y)) else _sampled(x) - _sampled(y) for x, y in pairs]
+                print(f"| {root.name} | {a} − {b} (n={len(pairs)}) | {_cell(greedy, signed=True)} | "
+                      f"{_cell(sampled, signed=True)} |")
     print()
     print("Per seed, greedy / sampled accuracy:")
     for root in [Path(sft_root), *map(Path, roots)]:

@@ -115,9 +115,9 @@ def distance_point(steps: int, pairs, beta: float) -> dict[str, float]:
     """How far the policy is from the reference after ``steps`` steps, and what antithetic sampling
     gains there: ρ (n = 1), the predicted Var ŝ ratio off/on at (4, 1), and the KL proxy."""
     responses = [x for p in pairs for x in p]
+    gain = vrpo.score_variance(pairs, beta, 4, 1, False) / vrpo.score_variance(pairs, beta, 4, 1, True)
     return {"policy_steps": steps, "kl_proxy": float(np.mean([-x.elbo_gap for x in responses])),
-            "rho": float(np.mean([x.correlation(1, 1) for x in responses])),
-            "antithetic_gain_4_1": vrpo.score_variance(pairs, beta, 4, 1, False) / vrpo.score_variance(pairs, beta, 4, 1, True)}
+            "rho": float(np.mean([x.correlation(1, 1) for x in responses])), "antithetic_gain_4_1": gain}
 
 
 def _interval(samples: np.ndarray) -> list[float]:

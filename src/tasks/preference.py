@@ -46,8 +46,8 @@ class PreferenceTask(Task):
     def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
                  steps: int, compile: bool = False, *, seed: int = 0, beta: float = 0.2, n_t: int = 8,
                  n_yt: int = 1, antithetic: bool = True, form: str = "l", timesteps: str = "iid",
-                 sft_weight: float = 0.0, dpo_weight: float = 1.0, eps: float = 1e-3, chunk: int | None = None, checkpointing: bool = False,
-                 heldout_copies: int = 16, sample_accuracy: bool = False) -> None:
+                 sft_weight: float = 0.0, dpo_weight: float = 1.0, eps: float = 1e-3, chunk: int | None = None,
+                 checkpointing: bool = False, heldout_copies: int = 16, sample_accuracy: bool = False) -> None:
         super().__init__(model, plan, optimizer, scheduler, steps, compile)
         if dropouts := [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]:
             raise ValueError(f"VRPO needs dropout off (model.dropout=0): {dropouts[0]} has p > 0, so policy and "
@@ -58,7 +58,8 @@ class PreferenceTask(Task):
             raise ValueError(f"dpo_weight={dpo_weight}, sft_weight={sft_weight}: need both >= 0, not both 0")
         self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.seed, self.beta, self.n_t, self.n_yt, self.antithetic = seed, beta, n_t, n_yt, antithetic
-        self.form, self.timesteps, self.sft_weight, self.dpo_weight, self.eps = form, timesteps, sft_weight, dpo_weight, eps
+        self.form, self.timesteps, self.eps = form, timesteps, eps
+        self.sft_weight, self.dpo_weight = sft_weight, dpo_weight
         self.chunk, self.checkpointing = chunk, checkpointing
         self.heldout_copies, self.sample_accuracy = heldout_copies, sample_accuracy
 
