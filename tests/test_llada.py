@@ -47,6 +47,19 @@ def test_a_malformed_file_stops_the_cli_with_one_line(tmp_path):
     assert result.returncode == 2 and lines == [f"error: {path}: row 1: missing field 'rejected'"], result.stderr
 
 
+@pytest.mark.parametrize("override, message", [
+    ("task.beta=0", "task: beta=0, n_t=8, n_yt=1: need beta > 0 and n_t, n_yt >= 1"),
+    ("task.dpo_weight=0", "task: dpo_weight=0, sft_weight=0.0: need both >= 0, not both 0"),
+])
+def test_bad_preference_numbers_are_one_line(tmp_path, override, message):
+    path = _pairs(tmp_path / "prefs.jsonl", [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}] * 4)
+    result = run_cli("task=preference", "model=llada", "data=preference_file", f"data.path={path}", "data.val_size=2",
+                     "model.width=32", "model.depth=1", "model.head_dim=16", "logger=csv", override,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == [f"error: {message}"], result.stderr
+
+
 def test_layout_puts_prompt_response_eos_and_padding_in_place():
     layout = Layout(ByteTokenizer(), 10)
     tokens, response, padding = layout.encode("1+2=", "3")

@@ -1,7 +1,7 @@
 """Exact-match accuracy of a finished masked-LM run's sampled answers on its held-out rows.
 
-Every held-out prompt is answered by the run's sampler (low-confidence remasking, one step per answer
-token) at temperature τ, ``draws`` times; τ = 0 is greedy (one draw suffices), and at τ > 0 draw k
+Every held-out prompt is answered by the validation sampler (low-confidence remasking, one step per
+position after the prompt, EOS padding included) at temperature τ, ``draws`` times; τ = 0 is greedy (one draw suffices), and at τ > 0 draw k
 uses generator(seed, "answers", k), so the result is a pure function of the weights, τ, draws and
 seed. A hit is the same decoded text as the held-out reference (``completion`` of SFT rows, ``chosen``
 of preference rows). For the addition task the misses are also binned by offset (answer − (a + b)).

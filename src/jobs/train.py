@@ -10,7 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoints import load_weights
-from src.config import build, model_plan, plain
+from src.config import ConfigError, build, model_plan, one_line, plain
 from src.mup.optim import describe_groups
 from src.mup.plan import Plan, build_model
 from src.runs import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last
@@ -53,8 +53,11 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     if cfg.get("init_from"):  # start from a finished run's weights (e.g. VRPO from an SFT run)
         load_weights(model, cfg.init_from)
     make_task = build(cfg.task, "task", _partial_=True)  # objects are passed to the partial, not via OmegaConf
-    task = make_task(model=model, plan=plan, optimizer=plain(cfg.optimizer),
-                     scheduler=build(cfg.scheduler, "scheduler"), steps=cfg.steps, compile=cfg.compile)
+    try:  # the task's own checks of its numbers (e.g. beta > 0) are config errors too
+        task = make_task(model=model, plan=plan, optimizer=plain(cfg.optimizer),
+                         scheduler=build(cfg.scheduler, "scheduler"), steps=cfg.steps, compile=cfg.compile)
+    except ValueError as err:
+        raise ConfigError(f"task: {one_line(err)}") from err
     loggers = build_loggers(cfg.logger, run_dir, cfg.name, {**plain(cfg), "plan": plan_summary(plan, None)})
     log_plan(loggers, plan)
     trainer, guard = build_trainer(cfg, run_dir, loggers, plan)
