@@ -15,7 +15,7 @@ from src.data.pairs import Layout, read_rows
 from src.data.text import ByteTokenizer
 from src.eval import answers
 from src.runs import read_record
-from tests.conftest import local_hf_tokenizer, run_cli
+from tests.conftest import TINY, local_hf_tokenizer, run_cli
 
 SFT = ["experiment=llada_sft", "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32",
        "model.depth=1", "model.head_dim=16", "data.val_size=8", "data.batch_size=4"]
@@ -133,6 +133,12 @@ def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
                      "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",
                      f"hydra.run.dir={tmp_path / 'pairs'}")
     assert result.returncode == 2 and "gave no (right, wrong) pair" in result.stderr  # a 2-step SFT model is never right
+
+
+def test_answers_refuses_a_run_without_prompt_response_rows(train):
+    _, run_dir = train(*TINY)
+    with pytest.raises(ConfigError, match="not a run on prompt–response rows"):
+        answers.evaluate(run_dir)
 
 
 def test_policy_equals_reference_gives_score_zero_and_loss_log_two():

@@ -26,6 +26,7 @@ import torch
 from src.checkpoints import load_model
 from src.config import ConfigError
 from src.data.arithmetic import offset
+from src.data.pairs import PairData
 from src.estimators.timesteps import generator
 from src.tasks.masked_lm import sampled_answers
 
@@ -45,6 +46,9 @@ def held_out_answers(model: torch.nn.Module, data: Any, temperature: float = 0.0
 def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed: int = 0) -> dict[str, Any]:
     """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), and the misses by offset."""
     model, _, data = load_model(run_dir)
+    if not isinstance(data, PairData):
+        raise ConfigError(f"{run_dir}: not a run on prompt–response rows (data={type(data).__name__}); "
+                          "src.eval.answers needs an SFT or preference run")
     field = data.responses[0]
     hits, offsets = 0, Counter()
     draws = 1 if temperature == 0 else draws
