@@ -76,8 +76,10 @@ def test_transfer_metrics_on_a_known_sweep(tmp_path):
     assert sp.regret == pytest.approx(0.1 * 2**2)  # at η*(64) = 2^-8 the 256-wide SP sits 2 octaves off
     assert sp.violations == 2  # the larger SP model is worse at the small model's optimum
     depth = results[("mup/AdamW", "depth")]
-    assert sorted(depth.curves) == [2, 4, 8, 16] and depth.drift == pytest.approx(0)
+    assert sorted(depth.curves) == [2, 4, 8, 16] and depth.slope == pytest.approx(0)
     assert depth.optima[16].flag == "all diverged" and depth.optima[16].log2_lr is None  # failed: no optimum
+    assert depth.drift == math.inf  # a size with no optimum is an infinite drift, not a dropped size
+    assert mup.verdict == "undetermined" and mup.drift_ci is None  # one seed: no interval to decide on
     assert all(p["loss"] == math.inf for p in pts if p["dir"].startswith("mup-w64-d16"))
 
 

@@ -57,13 +57,20 @@ def transfer_curves(results: list[ArmAxis], path: Path) -> None:
 
 
 def optimum_vs_size(results: list[ArmAxis], path: Path) -> None:
+    """Optimal log2 LR vs log2 size per arm, with 95% bootstrap intervals as error bars (none where
+    a size's optimum has one seed) and the arm's verdict in the legend."""
     plt = _pyplot()
     axes_names = sorted({r.axis for r in results})
     fig, axes = plt.subplots(1, len(axes_names), figsize=(4.8 * len(axes_names), 3.6), squeeze=False)
     for ax, axis in zip(axes[0], axes_names):
         for r in (r for r in results if r.axis == axis):
             sizes = [s for s in sorted(r.optima) if r.optima[s].log2_lr is not None]
-            ax.plot([math.log2(s) for s in sizes], [r.optima[s].log2_lr for s in sizes], marker="o", label=r.arm)
+            ys = [r.optima[s].log2_lr for s in sizes]
+            cis = [r.intervals.get(s) for s in sizes]
+            errs = [[y - ci[0] if ci and math.isfinite(ci[0]) else 0.0 for y, ci in zip(ys, cis)],
+                    [ci[1] - y if ci and math.isfinite(ci[1]) else 0.0 for y, ci in zip(ys, cis)]]
+            label = f"{r.arm} ({r.verdict})"
+            ax.errorbar([math.log2(s) for s in sizes], ys, yerr=errs, marker="o", capsize=3, label=label)
         ax.set_xlabel(f"log2 {axis}")
         ax.set_ylabel("optimal log2 LR")
         ax.set_title(f"optimum vs {axis}", fontsize=9)

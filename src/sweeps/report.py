@@ -31,7 +31,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return "∞" if math.isinf(value) else f"{value:.{digits}f}"
+        return ("-∞" if value < 0 else "∞") if math.isinf(value) else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -49,25 +49,35 @@ def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
             "best_runs": best_runs, "ref_log2_lr": result.optima[result.ref_size].log2_lr}
 
 
+def _ci(point: float | None, ci: tuple[float, float] | None, digits: int = 2) -> str:
+    """``-7.12 [-7.50, -6.80]``: an estimate and its 95% interval (none without seeds)."""
+    return _fmt(point, digits) + (f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else "")
+
+
 def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis], stale: list[str]) -> str:
     counts = Counter(r["status"] for r in recs)
     lines = [f"# Transfer report: {sweep_dir.name}", "",
-             f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
+             f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
+             "log2 η* per size with its 95% bootstrap interval over seeds in brackets (none where a size's "
+             "optimum has fewer than 2 seeds); verdict: `holds` (drift interval below 1 octave), `drifts` "
+             "(slope interval excludes 0, |slope| ≥ 0.3) or `undetermined`.", ""]
     for axis in sorted({r.axis for r in results}):
         rows = [r for r in results if r.axis == axis]
         sizes = sorted({s for r in rows for s in r.curves})
         lines += [f"## {axis} (reference size {rows[0].ref_size})", "",
                   "| arm | " + " | ".join(f"log2 η* @{s}" for s in sizes)
-                  + " | drift (oct) | slope | regret | violations | seed noise |",
-                  "|---|" + "---|" * (len(sizes) + 5)]
+                  + " | drift (oct) | slope | regret | violations | seed noise | verdict |",
+                  "|---|" + "---|" * (len(sizes) + 6)]
         for r in rows:
             cells = []
             for s in sizes:
                 opt = r.optima.get(s)
-                cells.append("–" if opt is None else _fmt(opt.log2_lr) + (f" ({opt.flag})" if opt.flag else ""))
+                cells.append("–" if opt is None else _ci(opt.log2_lr, r.intervals.get(s))
+                             + (f" ({opt.flag})" if opt.flag else ""))
             noise = [v for v in r.seed_noise.values() if v is not None]
-            lines.append(f"| {r.arm} | " + " | ".join(cells) + f" | {_fmt(r.drift)} | {_fmt(r.slope)} | "
-                         f"{_fmt(r.regret, 3)} | {_fmt(r.violations)} | {_fmt(max(noise), 3) if noise else '–'} |")
+            lines.append(f"| {r.arm} | " + " | ".join(cells) + f" | {_ci(r.drift, r.drift_ci)} | "
+                         f"{_ci(r.slope, r.slope_ci)} | {_fmt(r.regret, 3)} | {_fmt(r.violations)} | "
+                         f"{_fmt(max(noise), 3) if noise else '–'} | {r.verdict} |")
         lines.append("")
     if stale:
         lines += ["## Stale jobs (left out)", "", "Same arm, size, LR and seed as a newer job (a relaunch with "

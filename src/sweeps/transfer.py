@@ -16,16 +16,36 @@ depth at the base width), the loss curve over log2 η is the seed-mean of each r
 * violations = adjacent size pairs where the larger size is worse at η*(s_ref) (wider/deeper should
   be better).
 * seed noise = std over seeds of the loss at each size's grid optimum (where seeds were run).
+
+Uncertainty, by bootstrap over seeds: each replicate resamples, with replacement, the seeds of every
+grid point of every size independently (a point's replicate loss is the mean of its resampled seeds,
++inf when one of them diverged) and refits every η*(s), the drift and the slope. The 95% intervals
+are the replicates' 2.5% and 97.5% percentiles. A point's finite seed losses are resampled as
+residuals around their mean inflated by √(m/(m−1)) (m seeds), so a replicate's spread matches the
+unbiased variance. A size needs ≥ 2 seeds at its grid optimum and at both its neighbours for an
+interval (one seed has no spread to resample); without one, the arm's drift and slope intervals are
+None too. A size where every LR diverged has no optimum: its η* interval is (−∞, −∞) and the drift
+is +∞ (the optimum lies below the grid); the slope is fitted on the other sizes.
+
+Verdict per arm and axis: ``holds`` when the drift interval lies below ``HOLDS_OCTAVES`` (and no
+optimum sits at the grid's edge, where η* is only a bound); ``drifts`` when the slope interval
+excludes 0 and |slope| ≥ ``DRIFT_SLOPE``; otherwise ``undetermined`` (with the reason).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+HOLDS_OCTAVES = 1.0  # a drift interval below this many octaves: the optimum transfers
+DRIFT_SLOPE = 0.3  # octaves of η* per doubling of size that count as a drift
+BOOTSTRAP = 1000  # replicates
+LEVEL = 0.95
 
 
 @dataclass
@@ -36,25 +56,35 @@ class Optimum:
     flag: str | None = None  # "edge" | "next to diverged" | "all diverged"
 
 
+def fit_optimum(log2_lrs: list[float], losses: list[float]) -> Optimum:
+    """The grid argmin of ``losses`` (inf: diverged), refined by the parabola through it and its
+    neighbours unless it sits at the edge or next to a diverged point (then flagged)."""
+    finite = [i for i, y in enumerate(losses) if math.isfinite(y)]
+    if not finite:
+        return Optimum(None, None, math.inf, "all diverged")
+    i = min(finite, key=lambda j: losses[j])
+    x, y = log2_lrs[i], losses[i]
+    if i == 0 or i == len(losses) - 1:
+        return Optimum(x, x, y, "edge")
+    y0, y2 = losses[i - 1], losses[i + 1]
+    if not (math.isfinite(y0) and math.isfinite(y2)):
+        return Optimum(x, x, y, "next to diverged")
+    return Optimum(parabola_vertex(log2_lrs[i - 1: i + 2], [y0, y, y2]), x, y)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else math.inf
+
+
 @dataclass
 class Curve:
     size: int
     log2_lrs: list[float]
     losses: list[float]  # seed mean; inf where any seed diverged or failed
-    seeds: list[list[float]]  # per grid point, the finite losses of the seeds
+    seeds: list[list[float]]  # per grid point, every seed's loss (inf: diverged or failed)
 
     def optimum(self) -> Optimum:
-        finite = [i for i, y in enumerate(self.losses) if math.isfinite(y)]
-        if not finite:
-            return Optimum(None, None, math.inf, "all diverged")
-        i = min(finite, key=lambda j: self.losses[j])
-        x, y = self.log2_lrs[i], self.losses[i]
-        if i == 0 or i == len(self.losses) - 1:
-            return Optimum(x, x, y, "edge")
-        y0, y2 = self.losses[i - 1], self.losses[i + 1]
-        if not (math.isfinite(y0) and math.isfinite(y2)):
-            return Optimum(x, x, y, "next to diverged")
-        return Optimum(parabola_vertex(self.log2_lrs[i - 1: i + 2], [y0, y, y2]), x, y)
+        return fit_optimum(self.log2_lrs, self.losses)
 
     def loss_at(self, log2_lr: float) -> float | None:
         """The loss at the grid point nearest to log2_lr; None when no point lies within half an
@@ -66,8 +96,29 @@ class Curve:
         opt = self.optimum()
         if opt.grid_log2_lr is None:
             return None
-        values = self.seeds[self.log2_lrs.index(opt.grid_log2_lr)]
+        values = [v for v in self.seeds[self.log2_lrs.index(opt.grid_log2_lr)] if math.isfinite(v)]
         return statistics.stdev(values) if len(values) > 1 else None
+
+    def seeded_optimum(self) -> bool:
+        """Whether the grid optimum and both its neighbours have ≥ 2 seeds (else no interval).
+        A size where every point diverged counts as seeded when every point has ≥ 2 seeds."""
+        opt = self.optimum()
+        if opt.grid_log2_lr is None:
+            return all(len(v) > 1 for v in self.seeds)
+        i = self.log2_lrs.index(opt.grid_log2_lr)
+        return all(len(self.seeds[j]) > 1 for j in range(max(0, i - 1), min(len(self.seeds), i + 2)))
+
+    def resample(self, rng: random.Random) -> list[float]:
+        """One bootstrap replicate of the seed-mean losses (see the module docstring)."""
+        out = []
+        for values in self.seeds:
+            m = len(values)
+            draw = [values[rng.randrange(m)] for _ in range(m)]
+            if m > 1 and all(math.isfinite(v) for v in values):
+                mean = sum(values) / m
+                draw = [mean + (v - mean) * math.sqrt(m / (m - 1)) for v in draw]
+            out.append(_mean(draw))
+        return out
 
 
 def parabola_vertex(xs: list[float], ys: list[float]) -> float:
@@ -87,9 +138,49 @@ def least_squares_slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
 
 
+def percentile_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` interval of ``values`` (±inf allowed), by linear interpolation."""
+    xs = sorted(values)
+
+    def at(q: float) -> float:
+        pos = q * (len(xs) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        if lo == hi or not (math.isfinite(xs[lo]) and math.isfinite(xs[hi])):
+            return xs[lo] if pos - lo < 0.5 else xs[hi]
+        return xs[lo] + (pos - lo) * (xs[hi] - xs[lo])
+
+    return at((1 - level) / 2), at((1 + level) / 2)
+
+
+def drift_and_slope(optima: dict[int, float | None], ref: int) -> tuple[float | None, float | None]:
+    """(drift in octaves, slope of log2 η* on log2 size) of optimal log2 LRs per size (None: every LR
+    diverged there, which makes the drift +inf; the slope is fitted on the other sizes)."""
+    found = [s for s in sorted(optima) if optima[s] is not None]
+    slope = least_squares_slope([math.log2(s) for s in found], [optima[s] for s in found])
+    if optima[ref] is None or len(optima) < 2:
+        return None, slope
+    if len(found) < len(optima):
+        return math.inf, slope
+    return max(abs(optima[s] - optima[ref]) for s in found), slope
+
+
+def verdict(drift_ci: tuple[float, float] | None, slope: float | None, slope_ci: tuple[float, float] | None,
+            flags: dict[int, str]) -> tuple[str, str]:
+    """(holds | drifts | undetermined, why); the rules are in the module docstring."""
+    if drift_ci is None:
+        return "undetermined", "no interval: needs >= 2 seeds at every size's optimum and its neighbours"
+    if drift_ci[1] < HOLDS_OCTAVES and not any(f == "edge" for f in flags.values()):
+        return "holds", f"drift interval below {HOLDS_OCTAVES:g} octave"
+    if slope_ci is not None and slope is not None and abs(slope) >= DRIFT_SLOPE and (slope_ci[0] > 0 or slope_ci[1] < 0):
+        return "drifts", f"slope interval excludes 0 and |slope| >= {DRIFT_SLOPE:g}"
+    if drift_ci[1] < HOLDS_OCTAVES:
+        return "undetermined", "an optimum sits at the grid's edge"
+    return "undetermined", "drift interval reaches 1 octave, slope interval includes 0 or |slope| < 0.3"
+
+
 @dataclass
 class ArmAxis:
-    """One arm's curves along one axis, and its transfer metrics."""
+    """One arm's curves along one axis, and its transfer metrics with bootstrap intervals."""
 
     arm: str
     axis: str  # "width" | "depth"
@@ -101,17 +192,23 @@ class ArmAxis:
     regret: float | None = None
     violations: int | None = None
     seed_noise: dict[int, float | None] = field(default_factory=dict)
+    intervals: dict[int, tuple[float, float] | None] = field(default_factory=dict)  # log2 η* per size
+    drift_ci: tuple[float, float] | None = None
+    slope_ci: tuple[float, float] | None = None
+    verdict: str = "undetermined"
+    why: str = ""
 
-    def analyse(self) -> ArmAxis:
+    def analyse(self, replicates: int = BOOTSTRAP, seed: int = 0) -> ArmAxis:
         sizes = sorted(self.curves)
         self.optima = {s: self.curves[s].optimum() for s in sizes}
         self.seed_noise = {s: self.curves[s].seed_noise() for s in sizes}
+        self.drift, self.slope = drift_and_slope({s: o.log2_lr for s, o in self.optima.items()}, self.ref_size)
+        self._bootstrap(replicates, seed)
+        flags = {s: o.flag for s, o in self.optima.items() if o.flag}
+        self.verdict, self.why = verdict(self.drift_ci, self.slope, self.slope_ci, flags)
         ref = self.optima[self.ref_size].log2_lr
-        found = [s for s in sizes if self.optima[s].log2_lr is not None]
-        if ref is None or len(found) < 2:
+        if ref is None or self.slope is None:
             return self
-        self.drift = max(abs(self.optima[s].log2_lr - ref) for s in found)
-        self.slope = least_squares_slope([math.log2(s) for s in found], [self.optima[s].log2_lr for s in found])
         at_ref = [self.curves[s].loss_at(ref) for s in sizes]
         best = min(self.curves[sizes[-1]].losses)
         if at_ref[-1] is not None:
@@ -119,15 +216,38 @@ class ArmAxis:
         self.violations = sum(1 for a, b in zip(at_ref, at_ref[1:]) if a is not None and b is not None and not b <= a)
         return self
 
+    def _bootstrap(self, replicates: int, seed: int) -> None:
+        """Percentile intervals of every η*(s), the drift and the slope (module docstring)."""
+        rng = random.Random(seed)
+        sizes = sorted(self.curves)
+        draws: dict[int, list[float]] = {s: [] for s in sizes}
+        drifts, slopes = [], []
+        for _ in range(replicates):
+            optima = {s: fit_optimum(self.curves[s].log2_lrs, self.curves[s].resample(rng)).log2_lr for s in sizes}
+            for s, x in optima.items():
+                draws[s].append(-math.inf if x is None else x)
+            drift, slope = drift_and_slope(optima, self.ref_size)
+            drifts.append(math.inf if drift is None else drift)
+            slopes.append(slope)
+        seeded = {s: self.curves[s].seeded_optimum() for s in sizes}
+        self.intervals = {s: percentile_interval(draws[s]) if seeded[s] else None for s in sizes}
+        if all(seeded.values()) and len(sizes) > 1:
+            self.drift_ci = percentile_interval(drifts)
+            finite = [v for v in slopes if v is not None]
+            self.slope_ci = percentile_interval(finite) if len(finite) == len(slopes) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "arm": self.arm, "axis": self.axis, "ref_size": self.ref_size, "sizes": sorted(self.curves),
             "optimal_log2_lr": {s: o.log2_lr for s, o in self.optima.items()},
+            "optimal_log2_lr_ci": {s: list(ci) if ci else None for s, ci in self.intervals.items()},
             "grid_log2_lr": {s: o.grid_log2_lr for s, o in self.optima.items()},
             "best_loss": {s: o.loss for s, o in self.optima.items()},
             "flags": {s: o.flag for s, o in self.optima.items() if o.flag},
-            "drift_octaves": self.drift, "slope": self.slope, "regret": self.regret,
-            "violations": self.violations, "seed_noise": self.seed_noise,
+            "drift_octaves": self.drift, "drift_ci": list(self.drift_ci) if self.drift_ci else None,
+            "slope": self.slope, "slope_ci": list(self.slope_ci) if self.slope_ci else None,
+            "verdict": self.verdict, "verdict_reason": self.why,
+            "regret": self.regret, "violations": self.violations, "seed_noise": self.seed_noise,
             "curves": {s: asdict(c) for s, c in self.curves.items()},
         }
 
@@ -135,22 +255,20 @@ class ArmAxis:
 def build_curves(points: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[int, Curve]]:
     """Group points {arm, axis, size, log2_lr, seed, loss (inf unless ok)} into curves."""
     by_key: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for p in points:
+    for p in sorted(points, key=lambda p: (p["seed"] is None, p["seed"] or 0)):
         by_key[(p["arm"], p["axis"], p["size"])][p["log2_lr"]].append(p["loss"])
     curves: dict[tuple[str, str], dict[int, Curve]] = defaultdict(dict)
     for (arm, axis, size), grid in by_key.items():
         xs = sorted(grid)
-        losses = [sum(grid[x]) / len(grid[x]) if all(math.isfinite(v) for v in grid[x]) else math.inf for x in xs]
-        seeds = [[v for v in grid[x] if math.isfinite(v)] for x in xs]
-        curves[(arm, axis)][size] = Curve(size, xs, losses, seeds)
+        curves[(arm, axis)][size] = Curve(size, xs, [_mean(grid[x]) for x in xs], [list(grid[x]) for x in xs])
     return dict(curves)
 
 
-def analyse(points: Iterable[Mapping[str, Any]], base: Mapping[str, int]) -> list[ArmAxis]:
+def analyse(points: Iterable[Mapping[str, Any]], base: Mapping[str, int], replicates: int = BOOTSTRAP) -> list[ArmAxis]:
     """Every (arm, axis) of a sweep; ``base`` maps an axis to its base size."""
     out = []
     sp_first = lambda item: (item[0][1], not item[0][0].startswith("sp/"), item[0][0])  # noqa: E731
     for (arm, axis), curves in sorted(build_curves(points).items(), key=sp_first):
         ref = base[axis] if base.get(axis) in curves else min(curves)
-        out.append(ArmAxis(arm, axis, ref, curves).analyse())
+        out.append(ArmAxis(arm, axis, ref, curves).analyse(replicates))
     return out
