@@ -2,8 +2,9 @@
 
 metrics.json keys: ``status`` (ok | diverged | failed), ``config`` (resolved), ``config_hash``,
 ``metrics`` ({"final": {...}, "best": {...}}), ``sweep_metric`` (+inf unless ok), ``steps``,
-``wall_time_s``, ``plan`` (the μP plan's summary), ``mutransfer`` (its source, for a μTransfer run)
-and ``error`` when failed.
+``wall_time_s``, ``plan`` (the μP plan's summary), ``mutransfer`` (its source, for a μTransfer run),
+``twin_of`` (for a sweep job that shares another job's training, src/sweeps/sweeper.py) and ``error``
+when failed.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ class RunRecord:
     plan: dict = field(default_factory=dict)
     mutransfer: dict | None = None  # where a μTransfer run took its base HPs from
     error: str | None = None
+    twin_of: str | None = None  # a sweep job that did not train: the job dir whose training it shares
 
     def to_json(self) -> str:
-        record = {k: v for k, v in asdict(self).items() if k not in ("error", "mutransfer") or v is not None}
+        record = {k: v for k, v in asdict(self).items() if k not in ("error", "mutransfer", "twin_of") or v is not None}
         return json.dumps(record, indent=2, default=_json_default, allow_nan=True)
 
 

@@ -167,7 +167,7 @@ def test_slurm_launcher_config_composes():
 
 SMALL = ["experiment=gpt2_width_depth_sweep", "budget=smoke", "budget.widths=[32,64]", "budget.depths=[2]",
          "budget.log2_lrs=[-9,-7]", "sweep.arms=[completep]", "steps=4", "val_every=2", "logger=csv",
-         "model.head_dim=16", "data.seq_len=32", "data.batch_size=4"]
+         "model.head_dim=16", "data.seq_len=32", "data.batch_size=4", "budget.extra_seeds=[]"]
 
 
 @pytest.mark.timeout(600)

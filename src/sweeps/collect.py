@@ -102,7 +102,7 @@ def dedupe(pts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
 def write_table(recs: list[dict[str, Any]], path: Path) -> None:
     """One CSV row per job: where it lies in the sweep, its status, metric and error."""
     fields = ["dir", "status", "sweep_metric", "arm", "width", "depth", "log2_lr", "seed", "steps",
-              "wall_time_s", "config_hash", "error"]
+              "wall_time_s", "config_hash", "twin_of", "error"]
     varying = _varying(recs)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -117,6 +117,6 @@ def write_table(recs: list[dict[str, Any]], path: Path) -> None:
                 "depth": select(cfg, "model.depth"),
                 "log2_lr": math.log2(lr) if isinstance(lr, (int, float)) and lr > 0 else "",
                 "seed": cfg.get("seed"), "steps": rec.get("steps"), "wall_time_s": rec.get("wall_time_s"),
-                "config_hash": rec.get("config_hash"),
+                "config_hash": rec.get("config_hash"), "twin_of": rec.get("twin_of") or "",
                 "error": (rec.get("error") or "").strip().splitlines()[-1:][0] if rec.get("error") else "",
             })

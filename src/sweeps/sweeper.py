@@ -1,0 +1,169 @@
+"""The transfer sweeper (``hydra/sweeper=transfer``): Hydra's basic grid sweeper plus the two economies
+a learning-rate transfer sweep needs.
+
+* **Twins run once.** Two jobs whose configs differ only in the parametrization and whose μP plans
+  are the same numbers (every arm at the base size; Depth-μP, CompleteP and width-only μP at the base
+  depth) train identically. Only the first in launch order runs; after it, each twin's dir gets a
+  ``metrics.json`` with its own config, the first job's results and ``twin_of`` (its dir).
+* **Seeds where they matter.** With ``extra_seeds``, a second pass reads the first pass's records,
+  finds each arm, axis and size's provisional optimum (the grid argmin of the first pass's seed-mean
+  curve) and runs the extra seeds only at the grid points within ``around`` grid steps of it. The
+  provisional optima come from first-pass seeds only, so a relaunch picks the same second pass.
+
+Both decisions read only files and configs, so a relaunch into the same sweep dir recomputes them
+and the jobs that finished are skipped as usual (src/run.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.config import ConfigError, build, model_plan, plain
+from src.runs import HASH_SCOPE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
+from src.sweeps.collect import points, records
+from src.sweeps.transfer import build_curves
+
+log = logging.getLogger("src.sweeps")
+
+
+def training_signature(cfg: DictConfig) -> str | None:
+    """sha256 of what decides a job's training: its result-changing config without the
+    parametrization, and the μP plan's numbers (model multipliers, every tensor's optimizer part and
+    init/forward/LR/WD/ε multipliers, where its init std comes from, zero-inits). None when the
+    config cannot be planned (the job itself then records why)."""
+    try:
+        resolved = plain(cfg)
+        numbers = _plan_numbers(cfg, resolved)
+    except (ConfigError, ValueError, TypeError):
+        return None
+    scoped = {k: resolved.get(k) for k in HASH_SCOPE if k != "parametrization"}
+    return hashlib.sha256(json.dumps([scoped, numbers], sort_keys=True, default=str).encode()).hexdigest()
+
+
+_PLANS: dict[str, dict[str, Any]] = {}
+
+
+def _plan_numbers(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, Any]:
+    """The plan's numbers, computed once per structure (jobs that differ in LR or seed share a plan)."""
+    structure = {k: resolved.get(k) for k in ("model", "parametrization", "optimizer", "data")}
+    structure["optimizer"] = {k: v for k, v in structure["optimizer"].items() if k != "lr"}
+    key = json.dumps(structure, sort_keys=True, default=str)
+    if key not in _PLANS:
+        _, param, plan = model_plan(cfg, build(cfg.data, "data").model_inputs)
+        from_base = param.width_rule and (plan.width, plan.depth) != (plan.base_width, plan.base_depth)
+        _PLANS[key] = {
+            "model_kwargs": plan.model_kwargs,
+            "init": [plan.base_width, plan.base_depth] if from_base else "own",  # base-size SP std, or the model's
+            "zero": [param.zero_readout, sorted(param.zero_init)],
+            "rows": [[r.name, r.part, r.init_mult, r.forward_mult, r.lr_mult, r.wd_mult, r.eps_mult]
+                     for r in plan.rows],
+        }
+    return _PLANS[key]
+
+
+def write_twin(twin_dir: Path, first_dir: Path, config: dict[str, Any], sweep_dir: Path) -> bool:
+    """Give a twin job its ``metrics.json``: the first job's results under the twin's own config.
+    False when the first job has no record yet (killed) or the twin already has one."""
+    done = read_record(first_dir)
+    if done is None or (twin_dir / METRICS_FILE).exists():
+        return False
+    twin_dir.mkdir(parents=True, exist_ok=True)
+    plan = {**done.get("plan", {}), "parametrization": (config.get("parametrization") or {}).get("name")}
+    write_record(twin_dir, RunRecord(
+        status=done["status"], config=config, config_hash=config_hash(config), metrics=done["metrics"],
+        sweep_metric=done["sweep_metric"], steps=done["steps"], wall_time_s=0.0, plan=plan,
+        error=done.get("error"), twin_of=str(first_dir.relative_to(sweep_dir))))
+    return True
+
+
+def _with_seed(job: Sequence[str], seed: int) -> list[str]:
+    rest = [o for o in job if o.split("=", 1)[0] != "seed"]
+    return [*rest, f"seed={seed}"]
+
+
+class TransferSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
+                 extra_seeds: Sequence[int] = (), around: int = 1, twins: bool = True) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.extra_seeds, self.around, self.twins = list(extra_seeds or []), around, twins
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        jobs = [job for batch in self.split_arguments(overrides, None) for job in batch]
+        self.sweep_dir = Path(self.config.hydra.sweep.dir)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        returns = [self._launch(jobs, 0)]
+        if self.extra_seeds:
+            second = self._near_optima(jobs)
+            log.info("second pass: %d jobs (seeds %s) near the provisional optima", len(second), self.extra_seeds)
+            returns.append(self._launch(second, len(jobs)))
+        return returns
+
+    def _job(self, job: Sequence[str]) -> tuple[Path, DictConfig]:
+        """(the job's dir, its task config), as the launcher will make them."""
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        job_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        with open_dict(config):
+            del config["hydra"]
+        return job_dir, config
+
+    def _launch(self, jobs: list[list[str]], first_idx: int) -> Sequence[Any]:
+        """Launch every job that is not a twin of an earlier one; then write the twins' records."""
+        first_of: dict[str, Path] = {}
+        run, twins = [], []
+        for job in jobs:
+            job_dir, config = self._job(job)
+            signature = training_signature(config) if self.twins else None
+            if signature is not None and signature in first_of:
+                twins.append((job_dir, first_of[signature], config))
+                continue
+            if signature is not None:
+                first_of[signature] = job_dir
+            run.append(job)
+        if twins:
+            log.info("%d of %d jobs are twins of another job (same training): run once", len(twins), len(jobs))
+        results = self.launcher.launch(run, initial_job_idx=first_idx) if run else []
+        for r in results:
+            _ = r.return_value  # re-raises a job's own exception, as the basic sweeper does
+        for twin_dir, first_dir, config in twins:
+            write_twin(twin_dir, first_dir, plain(config), self.sweep_dir)
+        return results
+
+    def _near_optima(self, jobs: list[list[str]]) -> list[list[str]]:
+        """The extra-seed jobs: first-pass jobs at most ``around`` grid points from their arm, axis
+        and size's provisional optimum (computed from first-pass seeds only)."""
+        first_seeds = {int(o.split("=", 1)[1]) for job in jobs for o in job if o.startswith("seed=")}
+        pts, _ = points(records(self.sweep_dir))
+        pts = [p for p in pts if p["seed"] in first_seeds]
+        near: set[tuple] = set()
+        for (arm, axis), curves in build_curves(pts).items():
+            for size, curve in curves.items():
+                best = curve.optimum().grid_log2_lr
+                if best is None:
+                    continue
+                i = curve.log2_lrs.index(best)
+                for x in curve.log2_lrs[max(0, i - self.around): i + self.around + 1]:
+                    near.add((arm, axis, size, x))
+        by_dir: dict[str, list[dict[str, Any]]] = {}
+        for p in pts:  # the base point lies on every axis
+            by_dir.setdefault(p["dir"], []).append(p)
+        extra = [s for s in self.extra_seeds if s not in first_seeds]
+        out = []
+        for job in jobs:
+            job_dir, _ = self._job(job)
+            mine = by_dir.get(str(job_dir.relative_to(self.sweep_dir))) if job_dir.is_relative_to(self.sweep_dir) else None
+            if any((p["arm"], p["axis"], p["size"], p["log2_lr"]) in near for p in mine or []):
+                out += [_with_seed(job, s) for s in extra]
+        return out

@@ -1,0 +1,72 @@
+"""The transfer sweeper: twins (jobs with the same training) run once and train identically; extra
+seeds run only near each size's provisional optimum; a relaunch trains nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from src.runs import read_record
+from src.sweeps.collect import points, records
+from src.sweeps.sweeper import training_signature
+from src.sweeps.transfer import build_curves
+from tests.conftest import ROOT, make_config
+
+STUDY = ["experiment=gpt2_width_depth_sweep", "logger=csv", "model.head_dim=16", "data.seq_len=32",
+         "data.batch_size=4", "steps=4", "val_every=2", "sweep.base_width=32", "sweep.base_depth=2"]
+
+
+def _signature(arm: str, size: str, log2_lr: int = -8) -> str:
+    cfg = make_config(*STUDY, "hydra.mode=RUN", f"parametrization={arm}", f"sweep.size={size}", f"sweep.log2_lr={log2_lr}")
+    return training_signature(cfg)
+
+
+def test_twins_are_the_same_training_and_only_those():
+    assert _signature("sp", "w32-d2") == _signature("completep", "w32-d2")  # at the base size every arm is SP
+    wide = {arm: _signature(arm, "w64-d2") for arm in ("sp", "mup", "depth_mup", "completep")}
+    assert wide["mup"] == wide["depth_mup"] == wide["completep"] != wide["sp"]  # r_L = 1: no depth rule acts
+    deep = {arm: _signature(arm, "w32-d4") for arm in ("mup", "depth_mup", "completep")}
+    assert len(set(deep.values())) == 3
+    assert _signature("completep", "w64-d2", -7) != wide["completep"]
+
+
+def test_twin_configs_train_bit_identically(train):
+    common = [*STUDY, "hydra.mode=RUN", "sweep.size=w64-d2", "sweep.log2_lr=-7"]
+    a, _ = train(*common, "parametrization=depth_mup")
+    b, _ = train(*common, "parametrization=completep")
+    assert a == b
+
+
+@pytest.mark.timeout(600)
+def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [*STUDY, "budget=smoke", "budget.widths=[32,64]", "budget.depths=[2]", "budget.log2_lrs=[-11,-8,-5]",
+            "sweep.arms=[depth_mup,completep]", "budget.seeds=[0]", "budget.extra_seeds=[1]",
+            "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}"]
+    command = [sys.executable, "-m", "src.run", *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=500, env=os.environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(sweep_dir)
+    twins = [r for r in recs if r.get("twin_of")]
+    trained = [r for r in recs if not r.get("twin_of")]
+    assert {r["config"]["parametrization"]["name"] for r in twins} == {"completep"}  # depth_mup ran first
+    assert 2 * len(twins) == len(recs)  # at depth 2 the two arms are one training
+    for twin in twins:
+        first = read_record(sweep_dir / twin["twin_of"])
+        assert first["config"]["parametrization"]["name"] == "depth_mup"
+        assert twin["sweep_metric"] == first["sweep_metric"] and twin["config"]["seed"] == first["config"]["seed"]
+    # seed 1 only at the first pass's grid argmin and its neighbours
+    pts, _ = points(recs)
+    first_pass = build_curves([p for p in pts if p["seed"] == 0])
+    for p in (p for p in pts if p["seed"] == 1):
+        curve = first_pass[(p["arm"], p["axis"])][p["size"]]
+        assert abs(p["log2_lr"] - curve.optimum().grid_log2_lr) <= 3  # one grid step (3 octaves here)
+    assert 0 < sum(p["seed"] == 1 for p in pts) < sum(p["seed"] == 0 for p in pts)
+    stamps = {r["dir"]: r["mtime"] for r in recs}
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=500, env=os.environ)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r["dir"]: r["mtime"] for r in records(sweep_dir)} == stamps  # nothing retrained or rewritten
+    assert (sweep_dir / "report.md").exists() and "twin_of" in (sweep_dir / "runs.csv").read_text()
