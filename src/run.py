@@ -131,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
         transfer = None
         if cfg.mutransfer.get("from") and not cfg.get("resume"):  # before the relaunch check: the
             cfg, transfer = mutransfer.apply(cfg)                    # saved config holds its values
+            _check_transfer_head_dim(cfg, transfer)
         earlier_files = (run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()
         # a single run's other DDP ranks start after rank 0 has saved its config: only rank 0 refuses
         if not cfg.get("resume") and earlier_files and (multirun or rank_zero_only.rank == 0):
@@ -184,6 +185,18 @@ def train_init_stage(cfg: DictConfig) -> None:
     done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         raise ConfigError(f"init_stage (python -m src.run {' '.join(args)}) failed with exit code {done.returncode}")
+
+
+def _check_transfer_head_dim(cfg: DictConfig, transfer: dict) -> None:
+    """Refuse a μP target whose head_dim differs from its proxy's while base_head_dim is unset: the
+    attention scale α·√d_base/d_head would silently take d_base = the target's d_head (α/√d_head)."""
+    proxy = read_record(Path(transfer["from"]) / transfer["source_run"])["config"]["model"].get("head_dim")
+    target = cfg.model.get("head_dim")
+    param = cfg.parametrization
+    if param.width_rule and param.base_head_dim is None and None not in (proxy, target) and proxy != target:
+        raise ConfigError(f"model.head_dim={target} differs from the μTransfer proxy's {proxy} and "
+                          f"parametrization.base_head_dim is unset, so the μP attention scale would be "
+                          f"1/√{target}; set parametrization.base_head_dim={proxy} (or model.head_dim={proxy})")
 
 
 def _built_plan(cfg: DictConfig):

@@ -118,10 +118,11 @@ def test_pixart_roles_match_the_table():
 
 def test_uvit_roles_are_the_derived_ones():
     """§2.3: both layers of the time MLP on the width-n sinusoid are hidden, the long-skip Linear (2n → n)
-    hidden, the class table input, the learned positions a vector; the mid block is a residual branch."""
+    hidden and not a branch, the class table input, the learned positions a vector; the mid block is a
+    residual branch."""
     roles = _roles(UViT, freq_dim=None)
     expected = {"time_embed.0.weight": ("hidden", False), "time_embed.2.weight": ("hidden", False),
-                "out_blocks.*.skip.weight": ("hidden", True), "y_embed.weight": ("input", False),
+                "out_blocks.*.skip.weight": ("hidden", False), "y_embed.weight": ("input", False),
                 "pos_embed": ("vector", False), "mid_block.attn.q.weight": ("hidden", True),
                 "head.weight": ("output", False)}
     assert {k: roles[k] for k in expected} == expected

@@ -258,12 +258,13 @@ ROWS = {
     "adam": (1 / 4, 1 / 4, 1 / 8, 1),  # L2 decay: λ ∝ gradient entries / init = r_n^-½ r_L^-1
     "sgd": (2, 1 / 2, None, 8),  # hidden η·r_L, bias η·r_L·r_n
     "lion": (1 / 4, 4, None, 1),
-    "adafactor": (1 / 2, 2, 1 / 8, 1),  # relative steps: η/√r_n; torch's lr·wd decay: λ·r_n·r_n^-½
+    # relative steps: η/√r_n; torch's lr·wd decay: λ·r_n·r_n^-½; ε₁ in G² units, ε₂ (floors RMS(W)) as the init
+    "adafactor": (1 / 2, 2, (1 / 64, 1 / 2), 1),
     "muon": (1, 1, None, 1),  # the vectors go to the AdamW rest
     "muon_kimi": (1 / 2, 2, None, 1),
     "soap": (1, 1, 1, 1),  # its Adam ε is a base HP
-    "shampoo": (1, 1 / 4, 1 / 4, 2),  # ε/r_L²; L2 decay; it preconditions vectors itself: η·√r_n
-    "shampoo_grafted": (1 / 4, 1 / 4, None, 1),  # RMSprop graft: the sign-like row; ε not per group
+    "shampoo": (1, 1, 1 / 4, 2),  # ε/r_L²; decoupled decay: λ; it preconditions vectors itself: η·√r_n
+    "shampoo_grafted": (1 / 4, 4, None, 1),  # RMSprop graft: the sign-like row (WD λ·r_n); ε not per group
 }
 
 

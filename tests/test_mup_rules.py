@@ -88,6 +88,8 @@ def _cells(table, depth_rule):
 def test_table_cell(depth_rule, family, eps_kind, relative, quantity, role, expected):
     label, in_branch = ROLES[role]
     got = getattr(rule(label, in_branch, family, depth_rule, eps_kind, relative), quantity)
+    if eps_kind == "adafactor" and quantity == "eps":
+        got = got[0]  # the table's ε₁ (of a factored matrix); Adafactor's ε₂ follows the init
     assert got == expected, f"{quantity} of {role}: got {got}, table says {expected}"
 
 

@@ -8,8 +8,9 @@
 
 Blocks are pre-LN Transformer blocks (shared ``layers.Block``, bidirectional) with residual
 multiplier m. The sinusoid has dimension n, so both layers of the optional time MLP (n → 4n → n) are
-hidden; the class table and patch embedding are input-like; P is a vector (one growing dim). Init as
-in the U-ViT code: trunc-normal(0.02) Linears and P, zero biases. ``depth`` is D, the number of in-
+hidden; so is W_skip, which the stream passes through unscaled by m (not a residual branch although
+it repeats with depth); the class table and patch embedding are input-like; P is a vector (one
+growing dim). Init as in the U-ViT code: trunc-normal(0.02) Linears and P, zero biases. ``depth`` is D, the number of in-
 (and out-) blocks: 2D + 1 blocks in all.
 """
 
@@ -70,8 +71,10 @@ class UViT(ImageDenoiser):
         self.out_blocks = nn.ModuleList(SkipBlock(width, block()) for _ in range(depth))
         self.norm_final = make_norm(width)
         self.head = nn.Linear(width, patch_size * patch_size * in_channels)
-        # the mid block is a residual block like the others, though no list of it grows with depth
+        # the mid block is a residual block like the others, though no list of it grows with depth; the
+        # long-skip projection sits in the depth list but is not a branch (its output is not ×branch_mult)
         self.mup_roles = {f"mid_block.{name}": (None, True) for name, _ in self.mid_block.named_parameters()}
+        self.mup_roles.update({f"out_blocks.*.skip.{name}": (None, False) for name in ("weight", "bias")})
         self.reset_parameters()
 
     @torch.no_grad()

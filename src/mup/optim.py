@@ -51,24 +51,31 @@ _MUON_FAMILY = {None: "orthogonal", "original": "orthogonal", "match_rms_adamw":
 # its step size, hence its μP rule, from the graft.
 _GRAFT_FAMILY = {None: "gradient", 0: "orthogonal", 1: "gradient", 2: "sign", 3: "sign", 4: "sign"}
 
+
+def _decay(spec: Mapping[str, Any], key: str, default: bool) -> str:
+    """How the optimizer applies weight decay: its flag ``key`` (the library's default when unset)."""
+    return "decoupled" if spec.get(key, default) else "l2"
+
+
 RULES: dict[str, OptimizerRule | Callable[[Mapping[str, Any]], OptimizerRule]] = {
     # torch's SGD adds λW to the gradient, which is exactly ΔW = −η(∇L + λW) of the paper's rule
     "torch.optim.SGD": OptimizerRule("gradient"),
-    "torch.optim.Adam": OptimizerRule("sign", "adam", "eps", decay="l2"),
+    "torch.optim.Adam": lambda spec: OptimizerRule("sign", "adam", "eps",
+                                                   decay=_decay(spec, "decoupled_weight_decay", False)),
     "torch.optim.AdamW": OptimizerRule("sign", "adam", "eps"),
-    # torch clamps its second moment at ε₁², so ε₁ is in gradient units (as Adam's ε), not added to G²
-    "torch.optim.Adafactor": OptimizerRule("sign", "adam", "eps", relative_step=True),
+    "torch.optim.Adafactor": OptimizerRule("sign", "adafactor", "eps", relative_step=True),
     "torch.optim.Muon": lambda spec: OptimizerRule(_choice(spec, "adjust_lr_fn", _MUON_FAMILY), matrices_only=True),
-    "pytorch_optimizer.Lion": OptimizerRule("sign"),
+    "pytorch_optimizer.Lion": lambda spec: OptimizerRule("sign", decay=_decay(spec, "weight_decouple", True)),
     "pytorch_optimizer.SOAP": lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
         "orthogonal", "base", "eps", vector_family="orthogonal" if spec.get("precondition_1d") else None),
-    # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal rule
+    # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal rule.
+    # Without weight_decouple it adds λW to the gradient before preconditioning (L2).
     "pytorch_optimizer.Shampoo": lambda spec: OptimizerRule(
         "orthogonal", "shampoo", "matrix_eps", vector_family="orthogonal",
-        decay="decoupled" if spec.get("weight_decouple") else "l2"),
-    # ScalableShampoo reads matrix_eps from the optimizer, not per group: its ε stays a base HP
-    "pytorch_optimizer.ScalableShampoo": lambda spec: OptimizerRule(
-        _choice(spec, "graft_type", _GRAFT_FAMILY), decay="decoupled" if spec.get("decoupled_weight_decay") else "l2"),
+        decay=_decay(spec, "weight_decouple", False)),
+    # ScalableShampoo reads matrix_eps from the optimizer, not per group: its ε stays a base HP. Its
+    # coupled decay adds λW to the grafted, preconditioned step, so either way it is ΔW = −η(A + λW).
+    "pytorch_optimizer.ScalableShampoo": lambda spec: OptimizerRule(_choice(spec, "graft_type", _GRAFT_FAMILY)),
 }
 
 
@@ -114,12 +121,14 @@ def optimizer_parts(spec: Mapping[str, Any], required: bool = True) -> list[Part
     return [main, _part(rest, spec["lr"] * rest.get("lr_ratio", 1.0), required)]
 
 
-def _scaled_eps(value: Any, mult: float) -> Any:
-    """ε × mult; for Adafactor's (ε₁, ε₂) only ε₁ (None means float32's machine epsilon)."""
-    if isinstance(value, (list, tuple)):
-        eps1 = torch.finfo(torch.float32).eps if value[0] is None else value[0]
-        return (eps1 * mult, *value[1:])
-    return value * mult
+def _scaled_eps(value: Any, mult: float | tuple[float, float]) -> Any:
+    """ε × mult; Adafactor's (ε₁, ε₂) element-wise by the plan's pair, or both by one SP multiplier
+    (ε₁ None means float32's machine epsilon, torch's default)."""
+    if not isinstance(value, (list, tuple)):
+        return value * mult
+    eps1 = torch.finfo(torch.float32).eps if value[0] is None else value[0]
+    mult1, mult2 = mult if isinstance(mult, (list, tuple)) else (mult, mult)
+    return (eps1 * mult1, value[1] * mult2)
 
 
 class HybridOptimizer(torch.optim.Optimizer):

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from src.mup.init import init_stds, record_init, rescale, same_std
-from src.mup.optim import optimizer_parts
-from src.mup.rules import DEPTH_RULES, ONE, Rule, rule
-from src.mup.shapes import ModelFactory, infer_roles, normalize, tied_conflicts
+from src.mup.optim import Part, optimizer_parts
+from src.mup.rules import DEPTH_RULES, ONE, Power, Rule, rule
+from src.mup.shapes import ModelFactory, Role, infer_roles, normalize, tied_conflicts
 
 @dataclass
 class Parametrization:
@@ -63,9 +63,10 @@ class PlanRow:
     forward_mult: float
     lr_mult: float
     wd_mult: float
-    eps_mult: float | None
+    eps_mult: float | tuple[float, float] | None  # one per ε of the optimizer (Adafactor: ε₁, ε₂)
     rule: str  # the multipliers as powers of r_n and r_L, for reading
-    init_std: float | None = None  # the std the built model's tensor got (set by build_model; 0: zeroed)
+    init_std: float | None = None  # the std the built model's tensor got (set by build_model; 0: constant)
+    init_const: float | None = None  # the value of a constant tensor (ones, zeros), else None (build_model)
 
 
 @dataclass
@@ -97,15 +98,37 @@ class Plan:
         head = (f"plan: {self.parametrization}  width {self.width} (base {self.base_width}, r_n {self.r_n:g})  "
                 f"depth {self.depth} (base {self.base_depth}, r_L {self.r_L:g})\n"
                 f"model multipliers: " + ", ".join(f"{k}={v:.6g}" for k, v in self.model_kwargs.items()))
-        cols = ("name", "group", "label", "init_std", "init_mult", "forward_mult", "lr_mult", "wd_mult", "eps_mult",
+        cols = ("name", "group", "label", "init", "init_mult", "forward_mult", "lr_mult", "wd_mult", "eps_mult",
                 "rule")
-        lines = [[str(c) for c in cols]] + [[_fmt(getattr(r, c)) for c in cols] for r in self.rows]
+        lines = [[str(c) for c in cols]] + [[_fmt(_init(r) if c == "init" else getattr(r, c)) for c in cols]
+                                            for r in self.rows]
         widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
         return head + "\n" + "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines)
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "/".join(_fmt(v) for v in value)
     return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _init(row: PlanRow) -> float | str | None:
+    """A tensor's init as the table shows it: its std, or a constant tensor's value."""
+    if row.init_const is None:
+        return row.init_std
+    return {0.0: "0 (zeros)", 1.0: "1 (ones)"}.get(row.init_const, f"{row.init_const:.4g} (constant)")
+
+
+def _power_text(power: Power | tuple[Power, ...] | None) -> str:
+    """A rule's multiplier as powers of r_n and r_L; a pair (Adafactor's ε₁, ε₂) as ``a/b``."""
+    return "-" if power is None else "/".join(map(str, power)) if isinstance(power, tuple) else str(power)
+
+
+def _group(role: Role, part: Part, hybrid: bool, factored: bool) -> str:
+    """The parameter group: the role's, ``<Optimizer>/`` in hybrids, and ``.factored`` for a ≥ 2-D
+    vector under Adafactor (its ε₁ is in G² units, that of the 1-D vectors in gradient units)."""
+    group = f"{part.name}/{role.group}" if hybrid else role.group
+    return f"{group}.factored" if factored and role.label == "vector" and part.rule.eps_kind == "adafactor" else group
 
 
 def _base_sizes(param: Parametrization, width: int, depth: int) -> tuple[int, int]:
@@ -154,19 +177,20 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
             if role.label in ("vector", "finite") and family not in ("gradient", "sign"):
                 family = part.rule.vector_family or "sign"
             r = rule(role.label, role.in_branch, family, param.depth_rule, part.rule.eps_kind,
-                     part.rule.relative_step, part.rule.decay)
+                     part.rule.relative_step, part.rule.decay, factored=p.ndim > 1)
             if part.rule.relative_step:  # torch's Adafactor decays by lr·wd, not by its RMS(W)-scaled step
                 r = replace(r, wd=r.wd * r.init)
         else:
             r = Rule(init=ONE, forward=ONE, lr=ONE, wd=ONE, eps=ONE if part.rule.eps_key else None)
         value = lambda power: power.value(r_n, r_L)  # noqa: E731
         decays = role.label in ("input", "hidden", "output")
-        group = role.group if len(parts) == 1 else f"{part.name}/{role.group}"
+        eps = None if r.eps is None else tuple(map(value, r.eps)) if isinstance(r.eps, tuple) else value(r.eps)
         rows.append(PlanRow(
-            name=name, key=normalize(name, containers), group=group, part=part.name, label=role.label, in_branch=role.in_branch,
+            name=name, key=normalize(name, containers), group=_group(role, part, len(parts) > 1, p.ndim > 1),
+            part=part.name, label=role.label, in_branch=role.in_branch,
             init_mult=value(r.init), forward_mult=value(r.forward), lr_mult=value(r.lr),
-            wd_mult=value(r.wd) if decays else 0.0, eps_mult=value(r.eps) if r.eps is not None else None,
-            rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {r.eps if r.eps else '-'}",
+            wd_mult=value(r.wd) if decays else 0.0, eps_mult=eps,
+            rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {_power_text(r.eps)}",
         ))
     return Plan(param.name, width, depth, base_width, base_depth, r_n, r_L, kwargs, sorted(containers), rows)
 
@@ -185,9 +209,17 @@ def build_model(factory: ModelFactory, plan: Plan, param: Parametrization) -> nn
         if (param.zero_readout and row.label == "output") or row.key in param.zero_init:
             targets[row.name] = 0.0
     rescale(model, targets, current)
+    params = dict(model.named_parameters())
     for row in plan.rows:
         row.init_std = targets[row.name] if targets[row.name] is not None else current[row.name]
+        row.init_const = _constant(params[row.name])
     return model
+
+
+def _constant(p: torch.Tensor) -> float | None:
+    """The value of a tensor whose entries are all equal (ones, zeros, a fill), else None."""
+    flat = p.detach().flatten()
+    return float(flat[0]) if flat.numel() and bool((flat == flat[0]).all()) else None
 
 
 def _base_targets(factory: ModelFactory, plan: Plan) -> dict[str, float]:

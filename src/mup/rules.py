@@ -17,18 +17,22 @@ monomial r_n^a · r_L^b, kept as exact exponents so the paper's tables can be ch
        kimi (Muon ×0.2√max(A,B))  ‖A‖_R = n^(max(e_in,e_out)/2 + (e_in−e_out)/2)
        spectral (SSO)      ‖A‖_R = 1
 4. LR = target / ‖A‖_R;  WD λ ∝ ‖A‖_R / ‖W‖_R (‖W‖_R = n for the readout, whose init is constant and
-   whose forward multiplier is 1/r_n; 1 otherwise);  ε ∝ the size of what ε is added to: the gradient's
-   entries m·n^(−e_out) (Adam), their square (Adafactor's ε₁), ‖G‖_2² (Shampoo).
+   whose forward multiplier is 1/r_n; 1 otherwise);  ε ∝ the size of what ε is added to or compared
+   with: the gradient's entries m·n^(−e_out) (Adam), ‖G‖_2² (Shampoo), and for torch's Adafactor
+   the pair (ε₁, ε₂) below.
 5. Init std (relative to the base std): n_in^(−½)·min(1, √(n_out/n_in)) (Yang–Simon–Bernstein), with the
    readout's 1/n moved into its forward multiplier: input 1, hidden r_n^(−½), readout 1, vectors 1.
    No depth factor: the branch multiplier carries depth.
 
 Vectors (biases, norm gains, tables) are fan-in-1 parameters (e_in = 0, e_out = 1); ``finite``
 parameters have no growing dim. The caller passes the family of the update a parameter actually gets
-(Muon and SOAP hand vectors to an Adam: sign-like; Shampoo preconditions them itself). Relative-step
-Adafactor (torch's) multiplies the step by RMS(W) ∝ init std, so its LR is divided by the init
-multiplier. Weight decay added to the gradient (``decay="l2"``: Adam, Shampoo without decoupling) is
-normalised together with G, so λW must stay in proportion to G: λ ∝ (gradient entries)/(init std).
+(Muon and SOAP hand vectors to an Adam: sign-like; Shampoo preconditions them itself).
+
+torch's Adafactor (relative steps): the step is multiplied by max(ε₂, RMS(W)) and RMS(W) ∝ init std,
+so its LR is divided by the init multiplier and ε₂, a floor on RMS(W), is multiplied by it. ε₁ floors
+a second moment: for a factored tensor (≥ 2 dims) it clamps mean(G²) from below, so it is in G² units
+(its other use there, a floor ε₁² on the G² estimate, then only loosens as G shrinks); for a 1-D tensor
+its only use is that floor ε₁², so it is in gradient units.
 """
 
 from __future__ import annotations
@@ -87,12 +91,19 @@ class Rule:
     forward: Power
     lr: Power
     wd: Power
-    eps: Power | None  # None: the optimizer has no ε
+    eps: Power | tuple[Power, Power] | None  # one per ε: Adafactor's (ε₁, ε₂); None: the optimizer has no ε
 
 
-def rule(label: str, in_branch: bool, family: str, depth_rule: str | None,
-         eps_kind: str = "adam", relative_step: bool = False, decay: str = "decoupled") -> Rule:
-    """The spectral recipe for one parameter (see the module docstring for the derivation)."""
+def rule(label: str, in_branch: bool, family: str, depth_rule: str | None, eps_kind: str = "adam",
+         relative_step: bool = False, decay: str = "decoupled", factored: bool = True) -> Rule:
+    """The spectral recipe for one parameter (see the module docstring for the derivation).
+
+    ``decay="decoupled"`` (ΔW = −η(A + λW), the paper's form) gives the paper's WD row, λ ∝ ‖A‖_R/‖W‖_R.
+    ``decay="l2"`` is for an optimizer configured to add λW to the gradient before it normalises or
+    preconditions it (torch's Adam, Shampoo or Lion without decoupling): λW is then scaled together
+    with G, so it must stay in proportion to G, λ ∝ (gradient entries)/(init std) — not the paper's
+    row, which assumes the decoupled form. ``factored``: the tensor has ≥ 2 dims (Adafactor's ε₁ unit).
+    """
     if label not in LABELS:
         raise ValueError(f"unknown role {label!r}; roles are {', '.join(LABELS)}")
     if family not in FAMILIES:
@@ -122,7 +133,7 @@ def rule(label: str, in_branch: bool, family: str, depth_rule: str | None,
     wd = grad_entries / init if decay == "l2" else raw / weight_norm
     eps = {
         "adam": grad_entries,
-        "adafactor": grad_entries**2,
+        "adafactor": (grad_entries**2 if factored else grad_entries, init),
         "shampoo": (m * n_pow(Fraction(e_in - e_out, 2))) ** 2,
         "base": ONE,
         "none": None,
