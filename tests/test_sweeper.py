@@ -3,6 +3,7 @@ seeds run only near each size's provisional optimum; a relaunch trains nothing."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from src.runs import read_record
+from src.sweeps import archive
 from src.sweeps.collect import points, records
 from src.sweeps.sweeper import training_signature
 from src.sweeps.transfer import build_curves
@@ -45,7 +47,8 @@ def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [*STUDY, "budget=smoke", "budget.widths=[32,64]", "budget.depths=[2]", "budget.log2_lrs=[-11,-8,-5]",
             "sweep.arms=[depth_mup,completep]", "budget.seeds=[0]", "budget.extra_seeds=[1]",
-            "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}"]
+            "hydra/launcher=basic", f"sweep.records={tmp_path / 'records.jsonl.gz'}", "hydra.sweeper.max_batch_size=4",
+            f"hydra.sweep.dir={sweep_dir}"]
     command = [sys.executable, "-m", "src.run", *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=500, env=os.environ)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -65,8 +68,29 @@ def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
         curve = first_pass[(p["arm"], p["axis"])][p["size"]]
         assert abs(p["log2_lr"] - curve.optimum().grid_log2_lr) <= 3  # one grid step (3 octaves here)
     assert 0 < sum(p["seed"] == 1 for p in pts) < sum(p["seed"] == 0 for p in pts)
-    stamps = {r["dir"]: r["mtime"] for r in recs}
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=500, env=os.environ)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert {r["dir"]: r["mtime"] for r in records(sweep_dir)} == stamps  # nothing retrained or rewritten
     assert (sweep_dir / "report.md").exists() and "twin_of" in (sweep_dir / "runs.csv").read_text()
+    # a fresh clone: a new sweep dir and the committed records file; the same command trains nothing
+    archived = archive.read(tmp_path / "records.jsonl.gz")
+    assert len(archived) == len(recs) and not any("plan" in r for r in archived)
+    fresh = tmp_path / "fresh"
+    again = subprocess.run([*command[:-1], f"hydra.sweep.dir={fresh}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=500, env=os.environ)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "status ok |" not in again.stdout + again.stderr  # every job was skipped as finished
+    assert {r["dir"]: r["sweep_metric"] for r in records(fresh)} == {r["dir"]: r["sweep_metric"] for r in recs}
+    old, new = (json.loads((d / "transfer.json").read_text())["arms"] for d in (sweep_dir, fresh))
+    assert [a["optimal_log2_lr"] for a in old] == [a["optimal_log2_lr"] for a in new]
+
+
+def test_archive_round_trip_keeps_finished_jobs_only(tmp_path):
+    for name, status in (("a", "ok"), ("b", "diverged"), ("c", "failed")):
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / name / "metrics.json").write_text(json.dumps(
+            {"status": status, "config": {"seed": 0}, "config_hash": name, "sweep_metric": 1.0, "plan": {"big": 1}}))
+    path = tmp_path / "records.jsonl.gz"
+    assert archive.export(tmp_path / "sweep", path) == 2
+    first = path.read_bytes()
+    assert archive.export(tmp_path / "sweep", path) == 2 and path.read_bytes() == first  # stable bytes
+    assert archive.restore(path, tmp_path / "new") == 2 and archive.restore(path, tmp_path / "new") == 0
+    assert read_record(tmp_path / "new" / "b") == {"status": "diverged", "config": {"seed": 0}, "config_hash": "b",
+                                                    "sweep_metric": 1.0}

@@ -11,7 +11,10 @@ a learning-rate transfer sweep needs.
   provisional optima come from first-pass seeds only, so a relaunch picks the same second pass.
 
 Both decisions read only files and configs, so a relaunch into the same sweep dir recomputes them
-and the jobs that finished are skipped as usual (src/run.py).
+and the jobs that finished are skipped as usual (src/run.py). With ``records`` (a ``.jsonl.gz``
+path, src/sweeps/archive.py) the sweep first restores the finished jobs archived there and archives
+its own after every batch of ``max_batch_size`` jobs: a study that spans sessions commits that file,
+and the same command on a fresh clone continues it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.config import ConfigError, build, model_plan, plain
 from src.runs import HASH_SCOPE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
+from src.sweeps import archive
 from src.sweeps.collect import points, records
 from src.sweeps.transfer import build_curves
 
@@ -92,9 +96,11 @@ def _with_seed(job: Sequence[str], seed: int) -> list[str]:
 
 class TransferSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
-                 extra_seeds: Sequence[int] = (), around: int = 1, twins: bool = True) -> None:
+                 extra_seeds: Sequence[int] = (), around: int = 1, twins: bool = True,
+                 records: str | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.extra_seeds, self.around, self.twins = list(extra_seeds or []), around, twins
+        self.records = Path(records) if records else None
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -104,6 +110,8 @@ class TransferSweeper(BasicSweeper):
         self.sweep_dir = Path(self.config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        if self.records is not None:
+            log.info("restored %d finished jobs from %s", archive.restore(self.records, self.sweep_dir), self.records)
         returns = [self._launch(jobs, 0)]
         if self.extra_seeds:
             second = self._near_optima(jobs)
@@ -127,19 +135,30 @@ class TransferSweeper(BasicSweeper):
             job_dir, config = self._job(job)
             signature = training_signature(config) if self.twins else None
             if signature is not None and signature in first_of:
-                twins.append((job_dir, first_of[signature], config))
+                twins.append((job_dir, first_of[signature], plain(config)))
                 continue
             if signature is not None:
                 first_of[signature] = job_dir
             run.append(job)
         if twins:
             log.info("%d of %d jobs are twins of another job (same training): run once", len(twins), len(jobs))
-        results = self.launcher.launch(run, initial_job_idx=first_idx) if run else []
-        for r in results:
-            _ = r.return_value  # re-raises a job's own exception, as the basic sweeper does
-        for twin_dir, first_dir, config in twins:
-            write_twin(twin_dir, first_dir, plain(config), self.sweep_dir)
+        size = self.max_batch_size or len(run) or 1
+        results: list[Any] = []
+        for start in range(0, len(run), size):
+            batch = self.launcher.launch(run[start: start + size], initial_job_idx=first_idx + start)
+            for r in batch:
+                _ = r.return_value  # re-raises a job's own exception, as the basic sweeper does
+            results += batch
+            self._write_twins(twins)
+        self._write_twins(twins)
         return results
+
+    def _write_twins(self, twins: list[tuple[Path, Path, dict[str, Any]]]) -> None:
+        """Twins whose first job has finished get their record; then the archive is brought up to date."""
+        for twin_dir, first_dir, config in twins:
+            write_twin(twin_dir, first_dir, config, self.sweep_dir)
+        if self.records is not None:
+            archive.export(self.sweep_dir, self.records)
 
     def _near_optima(self, jobs: list[list[str]]) -> list[list[str]]:
         """The extra-seed jobs: first-pass jobs at most ``around`` grid points from their arm, axis

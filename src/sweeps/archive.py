@@ -1,0 +1,56 @@
+"""A sweep's finished jobs in one compact file a repository can hold (``sweep.records=<file>.jsonl.gz``).
+
+A long study is run over several sessions and continued on a fresh clone: the records file holds,
+per finished job (ok, diverged or twin), its dir relative to the sweep dir and its ``metrics.json``
+without the μP plan summary (the one large part; the config stays, since collection and μTransfer
+read it). Restoring writes each record back as ``<sweep dir>/<dir>/metrics.json`` where none is, so
+the relaunched sweep skips those jobs as finished (src/run.py compares the recorded config hash).
+Failed jobs are not archived: a relaunch retries them. Checkpoints are never archived.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+from src.runs import METRICS_FILE
+from src.sweeps.collect import records
+
+ARCHIVED = ("ok", "diverged")
+
+
+def export(sweep_dir: Path, path: Path) -> int:
+    """Merge the finished jobs under ``sweep_dir`` into ``path`` (one JSON line each, sorted by dir, so
+    the file changes only where jobs were added); returns the number of records it holds."""
+    kept = {r["dir"]: r for r in read(path)}
+    for rec in records(sweep_dir):
+        if rec["status"] in ARCHIVED:
+            kept[rec["dir"]] = {k: v for k, v in rec.items() if k not in ("plan", "mtime")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: the same records give the same bytes
+        f.write("".join(json.dumps(kept[d], sort_keys=True, allow_nan=True) + "\n" for d in sorted(kept)).encode())
+    os.replace(tmp, path)
+    return len(kept)
+
+
+def read(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def restore(path: Path, sweep_dir: Path) -> int:
+    """Write every archived record whose job dir has no ``metrics.json`` yet; returns how many."""
+    written = 0
+    for rec in read(path):
+        job_dir = Path(sweep_dir) / rec.pop("dir")
+        if (job_dir / METRICS_FILE).exists():
+            continue
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / METRICS_FILE).write_text(json.dumps(rec, indent=2, allow_nan=True))
+        written += 1
+    return written
