@@ -1,0 +1,113 @@
+"""The optimizer-families study: the width–depth transfer sweep of every optimizer family, then one
+table of intervals and verdicts.
+
+    python experiments/optimizer_families/run.py                    # every family (hours; resumable)
+    python experiments/optimizer_families/run.py --families adamw lion
+    python experiments/optimizer_families/run.py --table            # the table from what has run
+
+Per family, two stages, each a ``python -m src.run experiment=gpt2_optimizer_families`` multirun into
+``outputs/gpt2_optimizer_families/<family>`` that restores and archives its finished jobs in
+``records/<family>.jsonl.gz`` (committed), so the same command continues on a fresh clone:
+
+1. pilot: the base size only (every arm is SP there, so one job per LR) over log2 η ∈ PILOT, seed 0;
+2. sweep: every arm and size over the 8 grid points from 4 octaves below to 3 above the pilot's
+   grid optimum (recorded in grids.json), seed 0, then seeds 1 and 2 at each size's provisional
+   optimum and its neighbours. The pilot's jobs are the sweep's base-size jobs (same dirs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from src.sweeps.collect import points, records  # noqa: E402
+from src.sweeps.transfer import build_curves  # noqa: E402
+
+FAMILIES = ["adamw", "lion", "sgd", "muon", "muon_kimi", "adafactor", "soap", "shampoo_grafted"]
+PILOT = list(range(-14, 3))
+GRID = range(-4, 4)  # around the pilot's optimum
+GRIDS = HERE / "grids.json"
+
+
+def sweep_dir(family: str) -> Path:
+    return ROOT / "outputs" / "gpt2_optimizer_families" / family
+
+
+def launch(family: str, *overrides: str) -> None:
+    args = [sys.executable, "-m", "src.run", "experiment=gpt2_optimizer_families", f"sweep.optimizers=[{family}]",
+            *overrides]
+    print("+", " ".join(args[1:]), flush=True)
+    done = subprocess.run(args, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{family}: the sweep exited with {done.returncode}")
+
+
+def pilot_optimum(family: str) -> int:
+    """The grid argmin of the pilot's base-size curve (seed 0)."""
+    pts, _ = points(records(sweep_dir(family)))
+    curves = build_curves([p for p in pts if p["seed"] == 0 and p["log2_lr"] in PILOT and p["axis"] == "width"])
+    base = min(next(iter(curves.values())))
+    best = next(iter(curves.values()))[base].optimum().grid_log2_lr
+    if best is None:
+        raise SystemExit(f"{family}: every pilot LR diverged")
+    return int(best)
+
+
+def run_family(family: str) -> None:
+    grids = json.loads(GRIDS.read_text()) if GRIDS.exists() else {}
+    if family not in grids:
+        launch(family, "sweep.size=w32-d2", "sweep.arms=[sp]", "budget.extra_seeds=[]",
+               f"budget.log2_lrs=[{','.join(map(str, PILOT))}]")
+        center = pilot_optimum(family)
+        grids[family] = [center + k for k in GRID]
+        GRIDS.write_text(json.dumps(grids, indent=1, sort_keys=True) + "\n")
+    launch(family, f"budget.log2_lrs=[{','.join(map(str, grids[family]))}]")
+
+
+def _cell(entry: dict, size: str) -> str:
+    x, ci = entry["optimal_log2_lr"].get(size), entry["optimal_log2_lr_ci"].get(size)
+    if x is None:
+        return "all diverged"
+    return f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and all(map(math.isfinite, ci)) else "")
+
+
+def table() -> str:
+    """One row per family, arm and axis from every family's transfer.json."""
+    lines = ["| family | arm | axis | log2 η* per size [95% interval] | drift (oct) | slope | regret | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for family in FAMILIES:
+        path = sweep_dir(family) / "transfer.json"
+        if not path.exists():
+            continue
+        for a in json.loads(path.read_text())["arms"]:
+            sizes = [str(s) for s in a["sizes"]]
+            fmt = lambda v, ci: "–" if v is None else f"{v:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")  # noqa: E731
+            lines.append(f"| {family} | {a['arm'].split('/')[0]} | {a['axis']} {sizes[0]}→{sizes[-1]} | "
+                         + "; ".join(_cell(a, s) for s in sizes)
+                         + f" | {fmt(a['drift_octaves'], a['drift_ci'])} | {fmt(a['slope'], a['slope_ci'])} | "
+                         f"{'–' if a['regret'] is None else format(a['regret'], '.3f')} | {a['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    parser.add_argument("--table", action="store_true", help="only write table.md from the finished sweeps")
+    args = parser.parse_args()
+    if not args.table:
+        for family in args.families:
+            run_family(family)
+    (HERE / "table.md").write_text(table())
+    print(f"table: {HERE / 'table.md'}")
+
+
+if __name__ == "__main__":
+    main()
