@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from pathlib import Path
 
 from src.runs import METRICS_FILE
@@ -54,3 +55,20 @@ def restore(path: Path, sweep_dir: Path) -> int:
         (job_dir / METRICS_FILE).write_text(json.dumps(rec, indent=2, allow_nan=True))
         written += 1
     return written
+
+
+def main(argv: list[str]) -> int:
+    """``python -m src.sweeps.archive export <sweep dir> <file>`` or ``restore <file> <sweep dir>``."""
+    if len(argv) != 3 or argv[0] not in ("export", "restore"):
+        print("usage: python -m src.sweeps.archive export <sweep dir> <file> | restore <file> <sweep dir>",
+              file=sys.stderr)
+        return 2
+    if argv[0] == "export":
+        print(f"{export(Path(argv[1]), Path(argv[2]))} records in {argv[2]}")
+    else:
+        print(f"{restore(Path(argv[1]), Path(argv[2]))} jobs restored into {argv[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
