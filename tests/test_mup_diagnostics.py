@@ -35,7 +35,7 @@ def _coord_check(train):
     result = json.loads((run_dir / "coord_check.json").read_text())
     assert (run_dir / "coord_check.png").stat().st_size > 10_000
     with open(run_dir / "coord_check.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2 * 5 * 2 * 4 * 16  # arms × sizes × seeds × steps × quantities
+        assert len(list(csv.DictReader(f))) == 2 * 5 * 2 * 4 * 17  # arms × sizes × seeds × steps × quantities
     return result
 
 

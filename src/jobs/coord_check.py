@@ -2,8 +2,11 @@
 
 Config: ``coord_check.arms`` (parametrization options), ``parametrization`` (settings applied to every
 arm, e.g. zero-init readout and query), ``widths`` (at ``base_depth``), ``depths`` (at ``base_width``),
-``seeds``, ``steps``, ``judge_step``, ``threshold``, ``plot_steps`` and the module ``probes``. Every model takes ``steps`` optimizer steps (the ``optimizer`` group at a constant
-LR) on the first training batch of ``data``.
+``seeds``, ``steps``, ``judge_step``, ``threshold``, ``preact_tolerance`` (how far the depth slope of the
+inner layer's update may sit from its depth rule's prediction; needed when ``depths`` is not empty),
+``plot_steps`` and the module ``probes``. Every model takes ``steps`` optimizer steps (the ``optimizer``
+group at a constant LR) on the first training batch of ``data``. Each arm's depth rule, hence its
+predicted slope, is that of its parametrization.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import build, compose_option, model_plan, plain
+from src.config import ConfigError, build, compose_option, model_plan, plain
 from src.mup import coord_check as cc
 from src.mup.optim import build_optimizer
 from src.mup.plan import build_model
@@ -40,15 +43,29 @@ def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int
     return stats
 
 
+def _tolerance(spec: DictConfig) -> float | None:
+    """``coord_check.preact_tolerance``: a number in (0, half the gap between two depth rules' predictions)."""
+    value = spec.get("preact_tolerance")
+    if not spec.depths and value is None:
+        return None
+    bound = cc.max_tolerance()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < bound:
+        raise ConfigError(f"coord_check.preact_tolerance={value!r} must be a number in (0, {bound}): "
+                          "above it one depth slope would fit both depth rules")
+    return float(value)
+
+
 def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     spec = cfg.coord_check
+    tolerance = _tolerance(spec)
     data = build(cfg.data, "data")
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    rows = []
+    rows, rules = [], {}
     for arm_name in spec.arms:
         arm = OmegaConf.merge(compose_option("parametrization", arm_name), spec.parametrization,
                               {"base_width": spec.base_width, "base_depth": spec.base_depth})
+        rules[arm_name] = build(arm, "parametrization").depth_rule
         for axis, sizes in (("width", spec.widths), ("depth", spec.depths)):
             for size in sizes:
                 width, depth = (size, spec.base_depth) if axis == "width" else (spec.base_width, size)
@@ -57,10 +74,13 @@ def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
                     rows += [{"arm": arm_name, "axis": axis, "size": size, "seed": seed, "step": step,
                               "quantity": q, "value": v} for step, values in enumerate(stats) for q, v in values.items()]
         log.info("coordinate check: %s done", arm_name)
-    result = cc.save(rows, spec.judge_step, spec.threshold, spec.plot_steps, run_dir)
-    log.info("%s", cc.report(result["slopes"], result["verdict"], spec.judge_step, spec.threshold))
+    result = cc.save(rows, spec.judge_step, spec.threshold, spec.plot_steps, run_dir, rules, tolerance)
+    log.info("%s", cc.report(result["slopes"], result["verdict"], spec.judge_step, spec.threshold,
+                             result["depth_rules"], tolerance))
     worst = {f"max_abs_slope/{arm}/{axis}": max(abs(q[k]) for k in cc.JUDGED if k in q)
              for arm, axes in result["slopes"].items() for axis, q in axes.items()}
+    worst |= {f"depth_rule_error/{arm}": abs(d["slope"] - d["predicted"])
+              for arm, d in result["depth_rules"].items() if d["predicted"] is not None}
     resolved = plain(cfg)
     return RunRecord(status="ok", config=resolved, config_hash=config_hash(resolved),
                      metrics={"final": worst, "best": {}}, sweep_metric=math.inf,

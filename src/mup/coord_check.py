@@ -6,7 +6,8 @@ several seeds. After every step it records the RMS of the embedding output, the 
 the first block, after L/2 blocks and after the last block, the final hidden state, the logits, L·RMS(m·F) of the residual
 branches (m the branch multiplier, averaged over blocks and branches) and the middle block's inner
 pre-activation (e.g. W_up h) — each as a value (``<name>``) and as its change from step 0
-(``<name>_delta``). A quantity's slope is the least-squares slope of log RMS (averaged over seeds)
+(``<name>_delta``) — and that layer's own update at its current input, ‖(W_t − W_0)·x_t‖
+(``preact_update``). A quantity's slope is the least-squares slope of log RMS (averaged over seeds)
 against log size; an arm passes an axis when every judged quantity has |slope| ≤ ``threshold`` at
 ``judge_step`` (reference/width_depth.md §5).
 
@@ -17,6 +18,21 @@ recorded, not judged: after one block the stream is h_0 + m·F_1 with m = 1/r_L,
 by design, and the stream after L/2 blocks converges to its depth limit only at rate O(1/L)
 (experiments/coord_check/README.md measures both).
 
+Depth rule (reference/width_depth.md §5b), judged on the depth axis of every arm that has one: the
+stream quantities above are flat in L under both depth rules, so they cannot tell k = 1 (Depth-μP,
+branch ×α/√r_L) from k ≥ 2 (CompleteP, branch ×α/r_L). What differs is how much a block's inner layer
+moves. The plan gives every matrix inside a branch the target ‖ΔW‖_R = r_L^(β−1), β the depth rule's
+branch exponent (src/mup/rules.py: a branch scaled by m = r_L^(−β) must move the stream by Θ(1/L)), and
+the layer's input x (behind the pre-LN) is Θ(1), so the inner layer's own update at its current input,
+``preact_update`` = ‖(W_t − W_0)·x_t‖ (+ its bias's change), scales as L^(β−1): slope 0 for k ≥ 2 (Θ(1),
+complete feature learning), −½ for k = 1 (a lazy block). An arm with a depth rule passes the depth axis
+only when this slope is within ``tolerance`` of its rule's prediction; for every arm the report names
+the rule its slope is consistent with (``depth_rule_measured``: k1, k2 or neither). The total movement
+``preact_delta`` = ‖W_t x_t − W_0 x_0‖ = ‖ΔW·x_t + W_0·Δx‖ is recorded and reported, not judged: its
+second term carries the movement of the block's input, which is Θ(1) in L under both rules, so its
+slope lies between the prediction and 0 (the README measures both). Arms without a depth rule (SP,
+width-only μP) have no prediction; their slope is reported only.
+
 The probes are module names given by the config (the model file knows nothing about this check):
 ``embedding`` (module whose output is the embedding), ``blocks`` (the ModuleList of residual blocks),
 ``final`` (the module giving the final hidden state), ``branches`` (submodules of a block whose
@@ -26,6 +42,7 @@ pre-activation).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -37,8 +54,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.mup.rules import DEPTH_RULES
+
 JUDGED = ("embedding", "block_last", "block_last_delta", "final", "logits", "logits_delta", "branch_delta")
 RECORDED = ("embedding", "block_first", "block_mid", "block_last", "final", "logits", "branch", "preact")
+DEPTH_RULE_QUANTITY = "preact_update"  # judged on the depth axis against the arm's depth rule
+SHOWN = (*JUDGED, "block_first", "block_mid_delta", "preact_delta", DEPTH_RULE_QUANTITY)
 
 
 def rms(x: torch.Tensor) -> float:
@@ -58,9 +79,16 @@ class Probe:
                  "preact": blocks[mid].get_submodule(probes["preact"])}
         named |= {f"branch.{i}.{name}": block.get_submodule(name)
                   for i, block in enumerate(blocks) for name in probes["branches"]}
+        self.preact_init = copy.deepcopy(named["preact"])  # W_0, to split off the inner layer's own update
         self.outputs: dict[str, torch.Tensor] = {}
         self.initial: dict[str, torch.Tensor] | None = None
         self.handles = [module.register_forward_hook(self._keep(key)) for key, module in named.items()]
+        self.handles.append(named["preact"].register_forward_hook(self._keep_update))
+
+    def _keep_update(self, module, args, output):
+        """(W_t − W_0)·x_t (+ Δb): the inner layer's own movement at its current input x_t."""
+        with torch.no_grad():
+            self.outputs["preact_update"] = output.detach() - self.preact_init(*args)
 
     def _keep(self, key: str) -> Callable:
         def hook(module, args, output):
@@ -82,6 +110,7 @@ class Probe:
             scale = self.depth * self.branch_mult if key == "branch" else 1.0
             stats[key] = scale * sum(rms(self.outputs[k]) for k in keys) / len(keys)
             stats[f"{key}_delta"] = scale * sum(rms(self.outputs[k] - self.initial[k]) for k in keys) / len(keys)
+        stats["preact_update"] = rms(self.outputs["preact_update"])
         return stats
 
     def remove(self) -> None:
@@ -114,9 +143,55 @@ def fit_slopes(rows: list[dict[str, Any]], step: int) -> dict[str, dict[str, dic
     return {arm: dict(axes) for arm, axes in out.items()}
 
 
-def verdicts(slopes: Mapping[str, Mapping[str, Mapping[str, float]]], threshold: float) -> dict[str, str]:
-    """``"<arm>/<axis>"`` → pass when every judged quantity has |slope| ≤ threshold, else fail."""
-    return {f"{arm}/{axis}": "pass" if all(abs(q[k]) <= threshold for k in JUDGED if k in q) else "fail"
+def predicted_depth_slope(depth_rule: str | None) -> float | None:
+    """Predicted slope of log ‖(W_t − W_0)·x_t‖ of a block's inner layer against log L: β − 1, with β the
+    branch exponent of ``depth_rule`` (0 for k2, −½ for k1); None without a depth rule."""
+    return None if depth_rule is None else float(DEPTH_RULES[depth_rule]) - 1.0
+
+
+def _predictions() -> dict[str, float]:
+    return {rule: predicted_depth_slope(rule) for rule in DEPTH_RULES if rule is not None}
+
+
+def max_tolerance() -> float:
+    """Half the smallest gap between two rules' predictions: below it at most one rule fits a slope."""
+    values = sorted(_predictions().values())
+    return min(b - a for a, b in zip(values, values[1:])) / 2
+
+
+def depth_rule_measured(slope_value: float, tolerance: float) -> str:
+    """The depth rule whose predicted slope is within ``tolerance`` of ``slope_value``, else ``"neither"``."""
+    fits = [rule for rule, predicted in _predictions().items() if abs(slope_value - predicted) <= tolerance]
+    return fits[0] if len(fits) == 1 else "neither"
+
+
+def depth_rules(slopes: Mapping[str, Mapping[str, Mapping[str, float]]], rules: Mapping[str, str | None],
+                tolerance: float) -> dict[str, dict[str, Any]]:
+    """arm → its depth rule, the predicted and measured depth slope of the inner layer's update, the rule
+    that slope is consistent with, and the slope of the total pre-activation movement (reported)."""
+    out = {}
+    for arm, axes in slopes.items():
+        q = axes.get("depth", {})
+        if DEPTH_RULE_QUANTITY in q:
+            out[arm] = {"depth_rule": rules[arm], "predicted": predicted_depth_slope(rules[arm]),
+                        "slope": q[DEPTH_RULE_QUANTITY], "preact_delta": q.get("preact_delta"),
+                        "depth_rule_measured": depth_rule_measured(q[DEPTH_RULE_QUANTITY], tolerance)}
+    return out
+
+
+def _passes(arm: str, axis: str, q: Mapping[str, float], threshold: float, depth: Mapping[str, Mapping]) -> bool:
+    if not all(abs(q[k]) <= threshold for k in JUDGED if k in q):
+        return False
+    judged = depth.get(arm, {}) if axis == "depth" else {}
+    return judged.get("depth_rule") is None or judged["depth_rule_measured"] == judged["depth_rule"]
+
+
+def verdicts(slopes: Mapping[str, Mapping[str, Mapping[str, float]]], threshold: float,
+             depth: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+    """``"<arm>/<axis>"`` → pass when every judged quantity has |slope| ≤ threshold and, on the depth axis
+    of an arm with a depth rule (``depth``: the output of :func:`depth_rules`), the inner layer's update
+    slope is consistent with that rule; else fail."""
+    return {f"{arm}/{axis}": "pass" if _passes(arm, axis, q, threshold, depth or {}) else "fail"
             for arm, axes in slopes.items() for axis, q in axes.items()}
 
 
@@ -155,7 +230,7 @@ def plot(rows: list[dict[str, Any]], steps: Sequence[int], path: Path) -> None:
     for i, (arm, axis) in enumerate(panels):
         for j, step in enumerate(steps):
             ax = axes[i][j]
-            for quantity in (*JUDGED, "block_first", "block_mid_delta", "preact_delta"):
+            for quantity in SHOWN:
                 by_size = series.get((arm, axis, step, quantity))
                 if by_size:
                     sizes = sorted(by_size)
@@ -171,23 +246,34 @@ def plot(rows: list[dict[str, Any]], steps: Sequence[int], path: Path) -> None:
     plt.close(fig)
 
 
-def report(slopes: Mapping, verdict: Mapping[str, str], judge_step: int, threshold: float) -> str:
+def report(slopes: Mapping, verdict: Mapping[str, str], judge_step: int, threshold: float,
+           depth: Mapping[str, Mapping[str, Any]], tolerance: float) -> str:
     lines = [f"coordinate check: slopes of log RMS vs log size at step {judge_step} (pass: |slope| <= {threshold})"]
     for arm, axes in slopes.items():
         for axis, q in axes.items():
-            shown = ", ".join(f"{k} {q[k]:+.2f}" for k in (*JUDGED, "block_first", "block_mid_delta", "preact_delta"))
+            shown = ", ".join(f"{k} {q[k]:+.2f}" for k in SHOWN if k in q)
             lines.append(f"  {arm:10s} {axis:6s} {verdict[f'{arm}/{axis}']:4s}  {shown}")
+    if depth:
+        lines.append(f"depth rule: depth slope of {DEPTH_RULE_QUANTITY} vs its rule's prediction "
+                     f"(pass: within {tolerance})")
+    for arm, d in depth.items():
+        predicted = "none" if d["predicted"] is None else f"{d['predicted']:+.2f}"
+        lines.append(f"  {arm:10s} rule {d['depth_rule'] or '-':2s}  predicted {predicted:5s}  measured "
+                     f"{d['slope']:+.2f} -> {d['depth_rule_measured']:7s}  (preact_delta {d['preact_delta']:+.2f})")
     return "\n".join(lines)
 
 
 def save(rows: list[dict[str, Any]], judge_step: int, threshold: float, plot_steps: Sequence[int],
-         out_dir: Path) -> dict[str, Any]:
-    """coord_check.csv, coord_check.png and coord_check.json (slopes and verdicts) in ``out_dir``."""
+         out_dir: Path, rules: Mapping[str, str | None], tolerance: float) -> dict[str, Any]:
+    """coord_check.csv, coord_check.png and coord_check.json (slopes, depth rules and verdicts) in ``out_dir``;
+    ``rules``: every arm's depth rule."""
     slopes = fit_slopes(rows, judge_step)
-    verdict = verdicts(slopes, threshold)
+    depth = depth_rules(slopes, rules, tolerance)
+    verdict = verdicts(slopes, threshold, depth)
     write_csv(rows, out_dir / "coord_check.csv")
     plot(rows, plot_steps, out_dir / "coord_check.png")
     result = {"judge_step": judge_step, "threshold": threshold, "judged": list(JUDGED),
-              "slopes": slopes, "verdict": verdict}
+              "depth_rule_quantity": DEPTH_RULE_QUANTITY, "preact_tolerance": tolerance,
+              "slopes": slopes, "depth_rules": depth, "verdict": verdict}
     (out_dir / "coord_check.json").write_text(json.dumps(result, indent=2))
     return result
