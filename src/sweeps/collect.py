@@ -81,7 +81,8 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf
         keys = list(sweep["arm_keys"])
         common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
-                  "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"]}
+                  "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"],
+                  "trained_dir": rec.get("twin_of") or rec["dir"]}  # where its weights are (a twin has none)
         common["mtime"] = rec.get("mtime", 0.0)
         for axis, size in values.items():
             if all(values[other] == bases[other] for other in axes if other != axis):

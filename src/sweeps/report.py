@@ -40,11 +40,11 @@ def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [p for p in pts if p["arm"] == result.arm and p["axis"] == result.axis]
     at_ref = [p for p in mine if p["size"] == result.ref_size and math.isfinite(p["loss"])]
     best = min(at_ref, key=lambda p: p["loss"]) if at_ref else None
-    best_runs = {}  # per size, the best seed's job at that size's grid optimum
+    best_runs = {}  # per size, the trained dir of the best seed's job at that size's grid optimum
     for p in sorted(mine, key=lambda p: p["loss"]):
         opt = result.optima.get(p["size"])
         if opt is not None and p["log2_lr"] == opt.grid_log2_lr and math.isfinite(p["loss"]):
-            best_runs.setdefault(p["size"], p["dir"])
+            best_runs.setdefault(p["size"], p["trained_dir"])
     return {**result.to_dict(), "arm_values": mine[0]["arm_values"], "best_run": best and best["dir"],
             "best_runs": best_runs, "ref_log2_lr": result.optima[result.ref_size].log2_lr}
 
