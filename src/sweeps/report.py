@@ -2,8 +2,9 @@
 
 Collects every job's metrics.json (a partial or failing sweep too), and writes beside them:
 ``runs.csv`` (one row per job), ``transfer.json`` (per arm and axis: sizes, optimal log2 LR per
-size, drift in octaves, slope, regret, violations, seed noise, flags, the best run per size and at
-the reference size, which ``mutransfer.from`` reads), ``transfer_curves.png``, ``optimum_vs_size.png``
+size with its 95% interval, drift and slope with theirs, the verdict, regret, violations, seed
+noise, flags, the best run per size (the dir that trained it, for sampling) and at the reference
+size (its own dir, whose config ``mutransfer.from`` reads)), ``transfer_curves.png``, ``optimum_vs_size.png``
 and ``report.md``; for image-diffusion sweeps also sample grids, Fréchet distance and class accuracy
 of each size's best run. It runs by itself at the end of every multirun (src/sweeps/callback.py).
 """
