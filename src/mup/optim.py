@@ -65,6 +65,7 @@ RULES: dict[str, OptimizerRule | Callable[[Mapping[str, Any]], OptimizerRule]] =
     "torch.optim.AdamW": OptimizerRule("sign", "adam", "eps"),
     "torch.optim.Adafactor": OptimizerRule("sign", "adafactor", "eps", relative_step=True),
     "torch.optim.Muon": lambda spec: OptimizerRule(_choice(spec, "adjust_lr_fn", _MUON_FAMILY), matrices_only=True),
+    "src.training.optimizers.Muon": lambda spec: RULES["torch.optim.Muon"](spec),  # torch's, NS dtype chosen
     "pytorch_optimizer.Lion": lambda spec: OptimizerRule("sign", decay=_decay(spec, "weight_decouple", True)),
     "pytorch_optimizer.SOAP": lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
         "orthogonal", "base", "eps", vector_family="orthogonal" if spec.get("precondition_1d") else None),
