@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The config keys that change results. Paths, loggers, launchers and resume flags do not. The trainer
-# does: data.batch_size is per process, so the device count sets the global batch, and precision
-# changes the numbers.
-HASH_SCOPE = ("job", "task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer",
-              "seed", "steps")
-_NOT_RESULTS = {"cache_dir"}  # keys inside the scope that only say where files live
-
+# The config keys that cannot change a run's results; every other key is hashed, so a new key counts
+# until it is shown not to. The sweep and budget groups only feed values into hashed keys (the
+# resolved config holds them there), μTransfer writes its HPs into hashed keys, checkpointing
+# resumes bit-identically, and the rest say where files go, what is logged and when.
+NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resume", "print_plan", "log_every",
+               "ckpt_every")
+_NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 
@@ -33,18 +33,28 @@ def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 (first 16 hex digits) of the result-changing part of a resolved config."""
+def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that decides a run's results: every key but NOT_RESULTS, with
+    ``init_from`` (a run dir) replaced by that run's own config hash once it has a record — the
+    starting weights are a function of it, wherever the dir lives."""
 
     def strip(node: Any) -> Any:
         if isinstance(node, Mapping):
-            return {k: strip(v) for k, v in sorted(node.items()) if k not in _NOT_RESULTS}
+            return {k: strip(v) for k, v in sorted(node.items()) if k not in _NOT_RESULTS_INSIDE}
         if isinstance(node, (list, tuple)):
             return [strip(v) for v in node]
         return node
 
-    scoped = {key: strip(config.get(key)) for key in HASH_SCOPE}
-    return hashlib.sha256(json.dumps(scoped, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    scoped = {key: strip(value) for key, value in config.items() if key not in NOT_RESULTS}
+    if scoped.get("init_from"):
+        source = read_record(Path(scoped["init_from"]))
+        scoped["init_from"] = {"config_hash": source["config_hash"]} if source else str(scoped["init_from"])
+    return scoped
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of a resolved config's result_config."""
+    return hashlib.sha256(json.dumps(result_config(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def mean_of_last(history: list[dict], key: str, last_n: int) -> float:

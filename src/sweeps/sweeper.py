@@ -31,7 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.config import ConfigError, build, model_plan, plain
-from src.runs import HASH_SCOPE, METRICS_FILE, RunRecord, config_hash, read_record, write_record
+from src.runs import METRICS_FILE, RunRecord, config_hash, read_record, result_config, write_record
 from src.sweeps import archive
 from src.sweeps.collect import points, records
 from src.sweeps.transfer import build_curves
@@ -49,7 +49,7 @@ def training_signature(cfg: DictConfig) -> str | None:
         numbers = _plan_numbers(cfg, resolved)
     except (ConfigError, ValueError, TypeError):
         return None
-    scoped = {k: resolved.get(k) for k in HASH_SCOPE if k != "parametrization"}
+    scoped = {k: v for k, v in result_config(resolved).items() if k != "parametrization"}
     return hashlib.sha256(json.dumps([scoped, numbers], sort_keys=True, default=str).encode()).hexdigest()
 
 
