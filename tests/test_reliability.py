@@ -43,3 +43,60 @@ def test_init_from_is_hashed_by_the_starting_weights_not_the_path(tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(a, moved)
     assert _hash(f"init_from={moved}") == _hash(f"init_from={a}")
+
+
+def _seeded_sweep(root: Path, failed_at: float | None) -> None:
+    """CompleteP, optimum at log2 η = -8 at widths 64 and 128, three seeds; one job at width 128 fails."""
+    from tests.test_sweeps import _write
+
+    for width in (64, 128):
+        for x in range(-11, -4):
+            for seed in range(3):
+                status = "failed" if (width, x, seed) == (128, failed_at, 0) else "ok"
+                _write(root, "completep", width, 2, x, 3 + 0.1 * (x + 8) ** 2 + 0.003 * seed, status, seed)
+
+
+def test_a_failed_job_is_a_missing_point_not_a_divergence(tmp_path):
+    from src.sweeps import report
+
+    _seeded_sweep(tmp_path / "clean", None)
+    _seeded_sweep(tmp_path / "far", -11)
+    _seeded_sweep(tmp_path / "near", -7)
+    for name in ("clean", "far", "near"):
+        report.report(tmp_path / name)
+    arms = {name: json.loads((tmp_path / name / "transfer.json").read_text())["arms"][0]
+            for name in ("clean", "far", "near")}
+    assert arms["clean"]["verdict"] == "holds" and arms["clean"]["drift_octaves"] == pytest.approx(0, abs=1e-9)
+    # far from the optimum the failure changes nothing but the list of failed LRs
+    assert arms["far"]["verdict"] == "holds" and arms["far"]["drift_octaves"] == pytest.approx(0, abs=1e-9)
+    assert arms["far"]["failed"] == {"128": [-11.0]} and not arms["far"]["flags"]
+    # next to it (a diverged point there would have read as 'next to diverged' or moved the optimum)
+    near = arms["near"]
+    assert near["flags"] == {"128": "next to failed"} and near["verdict"] == "undetermined"
+    assert near["optimal_log2_lr"]["128"] == pytest.approx(-8, abs=0.01) and near["drift_octaves"] < 0.01
+    text = (tmp_path / "near" / "report.md").read_text()
+    assert "## Failed jobs" in text and "RuntimeError: boom" in text and "next to failed" in text
+    assert json.loads((tmp_path / "near" / "transfer.json").read_text())["failed"][0]["error"] == "RuntimeError: boom"
+
+
+def test_mutransfer_refuses_an_optimum_that_depends_on_a_failed_job(tmp_path):
+    from src.config import ConfigError
+    from src.sweeps import mutransfer
+
+    def target(sweep, *more):
+        return make_config(*TINY, "parametrization=completep", "optimizer=adamw", "model.width=256",
+                           f"mutransfer.from={sweep}", *more)
+
+    for name, failed_at in (("near", -8), ("far", -11)):
+        _seeded_sweep(tmp_path / name, failed_at)
+    # the reference size is the base, 64: a failure there at the optimum is what μTransfer reads
+    for width in (64,):
+        from tests.test_sweeps import _write
+        shutil.rmtree(tmp_path / "near" / f"completep-w{width}-d2-lr-8-s0")
+        _write(tmp_path / "near", "completep", width, 2, -8, 0.0, "failed", 0)
+    with pytest.raises(ConfigError, match="depends on a failed job"):
+        mutransfer.apply(target(tmp_path / "near"))
+    cfg, info = mutransfer.apply(target(tmp_path / "near", "mutransfer.allow_failed=true"))
+    assert info["flag"] == "next to failed"
+    cfg, info = mutransfer.apply(target(tmp_path / "far"))
+    assert info["log2_lr"] == pytest.approx(-8) and info["flag"] is None

@@ -48,7 +48,7 @@ def synthetic_sweep(root):
     for depth in (4, 8):
         for x in grid:
             _write(root, "mup", 64, depth, x, 3 + 0.1 * (x + 8) ** 2 - 0.05 * math.log2(64) - 0.01 * depth)
-    _write(root, "mup", 64, 16, -8, 0.0, status="failed")  # a failed job: its size has no optimum
+    _write(root, "mup", 64, 16, -8, 0.0, status="failed")  # a failed job: its size has no curve
 
 
 def test_parabola_and_flags():
@@ -76,11 +76,11 @@ def test_transfer_metrics_on_a_known_sweep(tmp_path):
     assert sp.regret == pytest.approx(0.1 * 2**2)  # at η*(64) = 2^-8 the 256-wide SP sits 2 octaves off
     assert sp.violations == 2  # the larger SP model is worse at the small model's optimum
     depth = results[("mup/AdamW", "depth")]
-    assert sorted(depth.curves) == [2, 4, 8, 16] and depth.slope == pytest.approx(0)
-    assert depth.optima[16].flag == "all diverged" and depth.optima[16].log2_lr is None  # failed: no optimum
-    assert depth.drift == math.inf  # a size with no optimum is an infinite drift, not a dropped size
+    # a size with only failed jobs is missing, not diverged: no curve, a finite drift, no verdict
+    assert sorted(depth.curves) == [2, 4, 8] and depth.failed_sizes == [16] and depth.slope == pytest.approx(0)
+    assert depth.drift == pytest.approx(0) and depth.verdict == "undetermined" and "failed" in depth.why
     assert mup.verdict == "undetermined" and mup.drift_ci is None  # one seed: no interval to decide on
-    assert all(p["loss"] == math.inf for p in pts if p["dir"].startswith("mup-w64-d16"))
+    assert all(p["failed"] for p in pts if p["dir"].startswith("mup-w64-d16"))
 
 
 def test_report_files_name_the_optimum_per_size(tmp_path):

@@ -78,10 +78,11 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         values = {axis: select(cfg, key) for axis, key in axes.items()}
         bases = {axis: sweep.get(f"base_{axis}") for axis in axes}
         base.update(bases)
-        loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf
+        loss = rec["sweep_metric"] if rec["status"] == "ok" else math.inf  # diverged: +inf
         keys = list(sweep["arm_keys"])
         common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
                   "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"],
+                  "failed": rec["status"] == "failed",  # a missing point, not a diverged one
                   "trained_dir": rec.get("twin_of") or rec["dir"]}  # where its weights are (a twin has none)
         common["mtime"] = rec.get("mtime", 0.0)
         for axis, size in values.items():

@@ -73,6 +73,9 @@ def apply(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     warnings = [f"{k} differs between proxy ({select(source, k)}) and target ({OmegaConf.select(cfg, k)}); "
                 "μTransfer theory does not cover it" for k in NOT_COVERED
                 if select(source, k) != OmegaConf.select(cfg, k)]
+    if info.get("flag") == "next to failed" and not cfg.mutransfer.get("allow_failed"):
+        raise ConfigError(f"mutransfer.from={sweep_dir}: the proxy's optimum depends on a failed job (rerun it with "
+                          "sweep.rerun_failed=true, or accept it with mutransfer.allow_failed=true)")
     if info.get("flag"):
         warnings.append(f"the proxy's optimum at the reference size is flagged '{info['flag']}': widen the LR grid")
     for warning in warnings:

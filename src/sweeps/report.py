@@ -50,6 +50,12 @@ def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
             "best_runs": best_runs, "ref_log2_lr": result.optima[result.ref_size].log2_lr}
 
 
+def _failed(recs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The failed jobs: dir and the last line of the error."""
+    return [{"dir": r["dir"], "error": ((r.get("error") or "").strip().splitlines() or ["?"])[-1]}
+            for r in recs if r["status"] == "failed"]
+
+
 def _ci(point: float | None, ci: tuple[float, float] | None, digits: int = 2) -> str:
     """``-7.12 [-7.50, -6.80]``: an estimate and its 95% interval (none without seeds)."""
     return _fmt(point, digits) + (f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else "")
@@ -83,10 +89,12 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
     if stale:
         lines += ["## Stale jobs (left out)", "", "Same arm, size, LR and seed as a newer job (a relaunch with "
                   "another fixed override?):", ""] + [f"- `{d}`" for d in stale] + [""]
-    failed = [r for r in recs if r["status"] == "failed"]
+    failed = _failed(recs)
     if failed:
-        lines += ["## Failed jobs", ""]
-        lines += [f"- `{r['dir']}`: {(r.get('error') or '').strip().splitlines()[-1:] or ['?']}" for r in failed]
+        lines += ["## Failed jobs", "", "Left out of the curves (a failure is not a divergence); an optimum next to "
+                  "one is flagged `next to failed` and its verdict is `undetermined`. Rerun them with "
+                  "`sweep.rerun_failed=true`.", ""]
+        lines += [f"- `{f['dir']}`: {f['error']}" for f in failed]
         lines.append("")
     lines += ["![loss vs learning rate](transfer_curves.png)", "", "![optimum vs size](optimum_vs_size.png)", ""]
     return "\n".join(lines)
@@ -112,7 +120,8 @@ def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any]
     if any(len(r.curves) > 1 for r in results):  # a one-axis sweep's base point also lies on the other axis
         results = [r for r in results if len(r.curves) > 1 or any(len(o.curves) > 1 for o in results if o.axis == r.axis)]
     transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs), "stale": stale,
-                "status": dict(Counter(r["status"] for r in recs)), "arms": [_entry(r, pts) for r in results]}
+                "status": dict(Counter(r["status"] for r in recs)), "failed": _failed(recs),
+                "arms": [_entry(r, pts) for r in results]}
     (sweep_dir / TRANSFER_FILE).write_text(json.dumps(transfer, indent=2, allow_nan=True))
     if results:
         plots.transfer_curves(results, sweep_dir / "transfer_curves.png")

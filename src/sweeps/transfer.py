@@ -2,12 +2,15 @@
 
 Per arm (parametrization × optimizer × any other arm key) and size (a width at the base depth, or a
 depth at the base width), the loss curve over log2 η is the seed-mean of each run's ``sweep_metric``
-(a diverged or failed run, in any seed, makes that point +inf). Definitions, one each
+(a diverged run, in any seed, makes that point +inf). A job that failed (a crash, a bad checkpoint:
+not the learning rate's doing) is a missing point, not a diverged one: it is left out of the curve
+and listed with it. Definitions, one each
 (reference/mup.md §8, reference/width_depth.md §5d):
 
 * η*(s): the grid argmin, refined by the vertex of the parabola through it and its two neighbours;
   when the argmin sits at the grid's edge or next to a diverged point the grid argmin is kept and
-  flagged.
+  flagged; when a failed job sits at the argmin or a grid point next to it, it is flagged
+  ``next to failed`` (the optimum may lie where the failure is).
 * drift = max over sizes of |log2 η*(s) − log2 η*(s_ref)| in octaves, s_ref = the base size if swept,
   else the smallest.
 * slope = least-squares slope of log2 η* against log2 size.
@@ -27,7 +30,8 @@ interval (one seed has no spread to resample); without one, the arm's drift and 
 None too. A size where every LR diverged has no optimum: its η* interval is (−∞, −∞) and the drift
 is +∞ (the optimum lies below the grid); the slope is fitted on the other sizes.
 
-Verdict per arm and axis: ``holds`` when the drift interval lies below ``HOLDS_OCTAVES`` (and no
+Verdict per arm and axis: ``undetermined`` when an optimum is flagged ``next to failed`` or a size
+has only failed jobs; else ``holds`` when the drift interval lies below ``HOLDS_OCTAVES`` (and no
 optimum sits at the grid's edge, where η* is only a bound); ``drifts`` when the slope interval
 excludes 0 and |slope| ≥ ``DRIFT_SLOPE``; otherwise ``undetermined`` (with the reason).
 """
@@ -53,7 +57,7 @@ class Optimum:
     log2_lr: float | None  # None: every point diverged
     grid_log2_lr: float | None
     loss: float
-    flag: str | None = None  # "edge" | "next to diverged" | "all diverged"
+    flag: str | None = None  # "edge" | "next to diverged" | "all diverged" | "next to failed"
 
 
 def fit_optimum(log2_lrs: list[float], losses: list[float]) -> Optimum:
@@ -80,11 +84,18 @@ def _mean(values: list[float]) -> float:
 class Curve:
     size: int
     log2_lrs: list[float]
-    losses: list[float]  # seed mean; inf where any seed diverged or failed
-    seeds: list[list[float]]  # per grid point, every seed's loss (inf: diverged or failed)
+    losses: list[float]  # seed mean; inf where any seed diverged
+    seeds: list[list[float]]  # per grid point, every finished seed's loss (inf: diverged)
+    failed: list[float] = field(default_factory=list)  # log2 LRs where a job failed (left out above)
 
     def optimum(self) -> Optimum:
-        return fit_optimum(self.log2_lrs, self.losses)
+        opt = fit_optimum(self.log2_lrs, self.losses)
+        if opt.grid_log2_lr is not None and self.failed:
+            grid = sorted(set(self.log2_lrs) | set(self.failed))
+            i = grid.index(opt.grid_log2_lr)
+            if set(grid[max(0, i - 1): i + 2]) & set(self.failed):
+                opt.flag = "next to failed"
+        return opt
 
     def loss_at(self, log2_lr: float) -> float | None:
         """The loss at the grid point nearest to log2_lr; None when no point lies within half an
@@ -167,6 +178,8 @@ def drift_and_slope(optima: dict[int, float | None], ref: int) -> tuple[float | 
 def verdict(drift_ci: tuple[float, float] | None, slope: float | None, slope_ci: tuple[float, float] | None,
             flags: dict[int, str]) -> tuple[str, str]:
     """(holds | drifts | undetermined, why); the rules are in the module docstring."""
+    if "next to failed" in flags.values():
+        return "undetermined", "an optimum depends on a failed job (rerun it: sweep.rerun_failed=true)"
     if drift_ci is None:
         return "undetermined", "no interval: needs >= 2 seeds at every size's optimum and its neighbours"
     if drift_ci[1] < HOLDS_OCTAVES and not any(f == "edge" for f in flags.values()):
@@ -197,8 +210,11 @@ class ArmAxis:
     slope_ci: tuple[float, float] | None = None
     verdict: str = "undetermined"
     why: str = ""
+    failed_sizes: list[int] = field(default_factory=list)  # sizes with only failed jobs: no curve
 
     def analyse(self, replicates: int = BOOTSTRAP, seed: int = 0) -> ArmAxis:
+        self.failed_sizes = sorted(s for s, c in self.curves.items() if not c.log2_lrs)
+        self.curves = {s: c for s, c in self.curves.items() if c.log2_lrs}
         sizes = sorted(self.curves)
         self.optima = {s: self.curves[s].optimum() for s in sizes}
         self.seed_noise = {s: self.curves[s].seed_noise() for s in sizes}
@@ -206,6 +222,8 @@ class ArmAxis:
         self._bootstrap(replicates, seed)
         flags = {s: o.flag for s, o in self.optima.items() if o.flag}
         self.verdict, self.why = verdict(self.drift_ci, self.slope, self.slope_ci, flags)
+        if self.failed_sizes:
+            self.verdict, self.why = "undetermined", f"only failed jobs at size {self.failed_sizes}"
         ref = self.optima[self.ref_size].log2_lr
         if ref is None or self.slope is None:
             return self
@@ -248,19 +266,28 @@ class ArmAxis:
             "slope": self.slope, "slope_ci": list(self.slope_ci) if self.slope_ci else None,
             "verdict": self.verdict, "verdict_reason": self.why,
             "regret": self.regret, "violations": self.violations, "seed_noise": self.seed_noise,
+            "failed": {s: c.failed for s, c in self.curves.items() if c.failed}, "failed_sizes": self.failed_sizes,
             "curves": {s: asdict(c) for s, c in self.curves.items()},
         }
 
 
 def build_curves(points: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[int, Curve]]:
-    """Group points {arm, axis, size, log2_lr, seed, loss (inf unless ok)} into curves."""
+    """Group points {arm, axis, size, log2_lr, seed, loss (inf: diverged), failed} into curves; a
+    failed point only marks its LR in ``Curve.failed`` (a size with only failed jobs has no grid)."""
     by_key: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    failed: dict[tuple, set[float]] = defaultdict(set)
     for p in sorted(points, key=lambda p: (p["seed"] is None, p["seed"] or 0)):
-        by_key[(p["arm"], p["axis"], p["size"])][p["log2_lr"]].append(p["loss"])
+        key = (p["arm"], p["axis"], p["size"])
+        if p.get("failed"):
+            failed[key].add(p["log2_lr"])
+            by_key.setdefault(key, defaultdict(list))
+        else:
+            by_key[key][p["log2_lr"]].append(p["loss"])
     curves: dict[tuple[str, str], dict[int, Curve]] = defaultdict(dict)
     for (arm, axis, size), grid in by_key.items():
         xs = sorted(grid)
-        curves[(arm, axis)][size] = Curve(size, xs, [_mean(grid[x]) for x in xs], [list(grid[x]) for x in xs])
+        curves[(arm, axis)][size] = Curve(size, xs, [_mean(grid[x]) for x in xs], [list(grid[x]) for x in xs],
+                                          sorted(failed[(arm, axis, size)]))
     return dict(curves)
 
 
