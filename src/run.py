@@ -35,7 +35,8 @@ from src.config import ConfigError, build, check, model_plan, plain, preflight
 from src.mup.plan import build_model
 from src.sweeps import mutransfer
 from src.jobs import JOBS
-from src.runs import CONFIG_FILE, METRICS_FILE, RunRecord, config_hash, last_checkpoint, read_record, write_record
+from src.runs import (CONFIG_FILE, METRICS_FILE, RunRecord, claim, config_hash, last_checkpoint, read_record,
+                      write_record)
 
 log = logging.getLogger("src.run")
 # Lightning noise that says nothing about the run.
@@ -117,8 +118,32 @@ def _name_in_sweep(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Sequence[str] = ()) -> float:
-    """Run one config's job in ``run_dir`` and write its ``metrics.json``; return its sweep metric."""
-    started, run_dir = time.time(), Path(run_dir)
+    """Run one config's job in ``run_dir`` and write its ``metrics.json``; return its sweep metric.
+    The run holds an exclusive claim on its dir (src.runs.claim): a sweep job another process holds is
+    skipped (nan: no result yet), a single run into a held dir is refused. DDP ranks other than 0 share
+    rank 0's claim."""
+    run_dir = Path(run_dir)
+    if rank_zero_only.rank != 0:
+        return _run(cfg, run_dir, multirun, overrides)
+    with claim(run_dir) as holder:
+        if holder is None:
+            return _run(cfg, run_dir, multirun, overrides)
+    if not multirun:
+        _refuse(f"{run_dir} is in use by another run (pid {holder}); wait for it or pick another dir")
+    log.warning("%s: another process (pid %s) is running this job; skipped", run_dir, holder)
+    return math.nan
+
+
+def _refuse(message: str) -> None:
+    """A single run's one-line error and exit code 2 (the traceback with HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise ConfigError(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str]) -> float:
+    started = time.time()
     try:
         if cfg.get("resume"):
             cfg, run_dir = resumed_config(cfg, overrides)
@@ -151,10 +176,7 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
         record.mutransfer = transfer
     except ConfigError as err:
         if not multirun:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            _refuse(str(err))
         record = _failed(cfg, f"ConfigError: {err}", started)
     except Exception as err:  # a failing job must not stop a sweep; a single run re-raises
         record = _failed(cfg, "".join(traceback.format_exception(err)), started)

@@ -9,11 +9,13 @@ when failed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,28 @@ NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resu
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
+CLAIM_FILE = ".claim"
+
+
+@contextmanager
+def claim(run_dir: Path) -> Iterator[str | None]:
+    """An exclusive claim on ``run_dir`` while the block runs: an OS lock (flock) on its ``.claim``
+    file, which the kernel releases when the process ends however it ends (kill -9 included), so a
+    claim never outlives its owner. Yields None when this process holds it, else the holder's pid
+    (as the holder wrote it) and holds nothing."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield None
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def last_checkpoint(run_dir: Path) -> Path:

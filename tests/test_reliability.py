@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from src.config import plain
 from src.runs import config_hash
-from tests.conftest import TINY, make_config
+from tests.conftest import TINY, make_config, run_cli
 
 
 def _hash(*overrides: str) -> str:
@@ -100,3 +102,51 @@ def test_mutransfer_refuses_an_optimum_that_depends_on_a_failed_job(tmp_path):
     assert info["flag"] == "next to failed"
     cfg, info = mutransfer.apply(target(tmp_path / "far"))
     assert info["log2_lr"] == pytest.approx(-8) and info["flag"] is None
+
+
+HOLD = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
+       "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); time.sleep(120)"
+
+
+def _hold(run_dir: Path) -> subprocess.Popen:
+    """Another process holding ``run_dir``'s claim, as a running job would."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir / ".claim")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_single_run_into_a_held_dir_is_refused_before_it_trains(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _hold(run_dir)
+    try:
+        done = run_cli(*TINY, "steps=4", "logger=csv", f"hydra.run.dir={run_dir}")
+        assert done.returncode == 2
+        assert f"error: {run_dir} is in use by another run (pid {holder.pid})" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not (run_dir / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the claim died with its holder (kill -9): the same command now runs
+    done = run_cli(*TINY, "steps=4", "logger=csv", f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_a_sweep_skips_the_jobs_another_launcher_holds_and_reports(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "steps=4", "logger=csv", "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=lr${optimizer.lr}"]
+    holder = _hold(sweep / "lr0.002")
+    try:
+        done = run_cli(*args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"another process (pid {holder.pid}) is running this job; skipped" in done.stdout + done.stderr
+        assert (sweep / "lr0.001" / "metrics.json").exists() and not (sweep / "lr0.002" / "metrics.json").exists()
+        assert (sweep / "report.md").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    done = run_cli(*args)  # the relaunch runs what was held and skips what finished
+    assert done.returncode == 0 and "finished earlier" in done.stdout + done.stderr
+    assert (sweep / "lr0.002" / "metrics.json").exists()
