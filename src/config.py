@@ -32,8 +32,9 @@ _claimed: dict[str, str] = {}
 def claim_run_dir(resume: str | None, path: str) -> str:
     """The run dir: ``resume`` when resuming, else ``path`` or ``path-1``, ``path-2``, …, whichever is
     free first, created at once so that two runs started in the same second never share a directory.
-    Idempotent within a process (Hydra may resolve the key more than once)."""
-    if resume:
+    Idempotent within a process (Hydra may resolve the key more than once). ``resume=auto`` needs a
+    fixed dir (preflight refuses it without ``hydra.run.dir``)."""
+    if resume and resume != "auto":
         return resume
     if path not in _claimed:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -360,6 +361,10 @@ def preflight(argv: Sequence[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    auto = any(arg == "resume=auto" for arg in overrides)
+    if auto and (multirun or not any(arg.startswith("hydra.run.dir=") for arg in overrides)):
+        raise ConfigError("resume=auto continues a single run in a fixed dir: give hydra.run.dir=<dir> "
+                          "(sweep jobs continue by themselves when relaunched)")
     try:
         jobs, multirun, launcher = _jobs(overrides, multirun)
         checked: set[str] = set()
@@ -369,7 +374,7 @@ def preflight(argv: Sequence[str]) -> None:
                 if multirun and str(cfg.trainer.strategy).startswith("ddp") and "submitit" not in launcher:
                     raise ConfigError("trainer=ddp inside a multirun: each job would start its own processes "
                                       "beside the sweep's; run DDP jobs one at a time (or on SLURM)")
-                if cfg.get("resume") is None:
+                if cfg.get("resume") in (None, "auto"):  # a resumed run keeps its checked config
                     check(cfg, checked)
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err) from None

@@ -16,8 +16,10 @@ import itertools
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -34,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import ConfigError, build, check, model_plan, plain, preflight
 from src.mup.plan import build_model
 from src.sweeps import mutransfer
+from src.sweeps.callback import partial_report
 from src.jobs import JOBS
 from src.runs import (CONFIG_FILE, METRICS_FILE, RunRecord, claim, config_hash, last_checkpoint, read_record,
                       write_record)
@@ -72,6 +75,20 @@ def resumed_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfi
     return saved, run_dir
 
 
+def _start_or_continue(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """``resume=auto``: one command line that starts a run in its fixed ``hydra.run.dir`` and, run
+    again (a requeued SLURM job, a relaunch after SIGTERM), continues it there from its checkpoint.
+    A dir holding a run with another config is refused."""
+    saved = run_dir / CONFIG_FILE
+    if not saved.exists():
+        cfg.resume = None
+        return cfg
+    if config_hash(plain(OmegaConf.load(saved))) != config_hash(plain(cfg)):
+        raise ConfigError(f"resume=auto: {run_dir} holds a run with another config; pick another hydra.run.dir")
+    cfg.resume = str(run_dir)
+    return cfg
+
+
 def _set_aside(record_path: Path) -> None:
     """Rename a failed run's metrics.json to metrics.failed-<n>.json before the run is resumed."""
     for i in itertools.count(1):
@@ -97,11 +114,12 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
     if same and record is not None and record["status"] in ("ok", "diverged"):
         log.info("%s: finished earlier (status %s); skipped", run_dir, record["status"])
         return record["sweep_metric"]
-    if same and (record is None or (record["status"] == "failed" and cfg.sweep.get("rerun_failed"))):
-        if record is not None and rank_zero_only.rank == 0:
+    interrupted = record is None or record["status"] == "interrupted"
+    if same and (interrupted or (record["status"] == "failed" and cfg.sweep.get("rerun_failed"))):
+        if not interrupted and rank_zero_only.rank == 0:
             _set_aside(run_dir / METRICS_FILE)
         log.info("%s: %s the %s job", run_dir, "continuing" if saved.exists() else "rerunning",
-                 "failed" if record else "interrupted")
+                 "interrupted" if interrupted else "failed")
         if saved.exists() and last_checkpoint(run_dir).exists():
             cfg.resume = str(run_dir)
         return cfg
@@ -134,6 +152,34 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
     return math.nan
 
 
+class Interrupted(SystemExit):
+    """SIGTERM stopped the run (its checkpoint and record are saved) or the sweep: exit code 143."""
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+
+def _terminate(signum: int, frame) -> None:
+    """SIGTERM outside a training loop: stop with Interrupted (143). While Lightning trains it has its
+    own handler installed, which calls this one too: then Lightning stops at the end of the step."""
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        raise Interrupted
+
+
+def _die_with_parent(interval: float = 1.0) -> None:
+    """In a launcher's worker process: SIGTERM itself when its parent (the sweep's driver) is gone,
+    so a killed driver leaves no worker training behind (the run checkpoints and exits 143)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.warning("the sweep's driver (pid %d) is gone; stopping this job", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _refuse(message: str) -> None:
     """A single run's one-line error and exit code 2 (the traceback with HYDRA_FULL_ERROR=1)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -145,9 +191,12 @@ def _refuse(message: str) -> None:
 def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str]) -> float:
     started = time.time()
     try:
-        if cfg.get("resume"):
+        if cfg.get("resume") == "auto":
+            cfg = _start_or_continue(cfg, run_dir)
+        elif cfg.get("resume"):
             cfg, run_dir = resumed_config(cfg, overrides)
-            if (done := read_record(run_dir)) is not None:
+        if cfg.get("resume"):
+            if (done := read_record(run_dir)) is not None and done["status"] != "interrupted":
                 if done["status"] != "failed":
                     log.info("%s already finished (status %s); nothing to resume", run_dir, done["status"])
                     return done["sweep_metric"]
@@ -188,6 +237,11 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
         return record.sweep_metric
     if rank_zero_only.rank == 0:
         path = write_record(run_dir, record)
+    if record.status == "interrupted":
+        log.warning("%s: interrupted at step %d by SIGTERM; checkpoint saved, the same command continues it",
+                    run_dir, record.steps)
+        raise Interrupted
+    if rank_zero_only.rank == 0:
         final = record.metrics["final"]
         log.info("status %s | val/loss %s | %d steps | %.0f s", record.status,
                  f"{final['val/loss']:.4f}" if "val/loss" in final else "-", record.steps, record.wall_time_s)
@@ -237,10 +291,23 @@ def _failed(cfg: DictConfig, error: str, started: float) -> RunRecord:
                      wall_time_s=time.time() - started, error=error)
 
 
+_DRIVER_PID: int | None = None  # the process that ran main(); a launcher's workers did not
+_WATCHED_PID: int | None = None  # a worker whose parent is watched (its jobs run one after another)
+
+
+def _watch_parent() -> None:
+    global _WATCHED_PID
+    _WATCHED_PID = os.getpid()
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    if os.getpid() not in (_DRIVER_PID, _WATCHED_PID) and threading.current_thread() is threading.main_thread():
+        _watch_parent()
     n_jobs = hc.launcher.get("n_jobs")
     if multirun and isinstance(n_jobs, int) and n_jobs > 1:  # parallel jobs share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
@@ -248,14 +315,18 @@ def hydra_entry(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    global _DRIVER_PID
+    _DRIVER_PID = os.getpid()
     try:
         preflight(sys.argv[1:])
     except ConfigError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    hydra_entry()
+        _refuse(str(err))
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        hydra_entry()
+    except Interrupted:
+        partial_report()  # a sweep stopped by SIGTERM reports what has finished
+        raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Run records: the config hash and ``metrics.json``, the one file every run leaves behind.
 
-metrics.json keys: ``status`` (ok | diverged | failed), ``config`` (resolved), ``config_hash``,
+metrics.json keys: ``status`` (ok | diverged | failed, or interrupted: stopped by SIGTERM with a
+checkpoint of the step it stopped in, continued by a relaunch), ``config`` (resolved), ``config_hash``,
 ``metrics`` ({"final": {...}, "best": {...}}), ``sweep_metric`` (+inf unless ok), ``steps``,
 ``wall_time_s``, ``plan`` (the μP plan's summary), ``mutransfer`` (its source, for a μTransfer run),
 ``twin_of`` (for a sweep job that shares another job's training, src/sweeps/sweeper.py) and ``error``
@@ -30,6 +31,7 @@ _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say w
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 CLAIM_FILE = ".claim"
+FINISHED = ("ok", "diverged", "failed")  # statuses of a job that is done (interrupted is not)
 
 
 @contextmanager
@@ -115,9 +117,10 @@ def _json_default(value: Any) -> Any:
 
 
 def write_record(run_dir: Path, record: RunRecord) -> Path:
-    """Write ``metrics.json`` once; never overwrite an earlier run's record."""
+    """Write ``metrics.json``; never overwrite an earlier run's record (an interrupted one is only
+    the state the run continues from)."""
     path = Path(run_dir) / METRICS_FILE
-    if path.exists():
+    if path.exists() and (read_record(run_dir) or {}).get("status") != "interrupted":
         raise FileExistsError(f"{path} already exists; refusing to overwrite an earlier run's results")
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(record.to_json())

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from src.config import plain
 from src.runs import config_hash
-from tests.conftest import TINY, make_config, run_cli
+from tests.conftest import ROOT, TINY, make_config, run_cli
 
 
 def _hash(*overrides: str) -> str:
@@ -150,3 +152,61 @@ def test_a_sweep_skips_the_jobs_another_launcher_holds_and_reports(tmp_path):
     done = run_cli(*args)  # the relaunch runs what was held and skips what finished
     assert done.returncode == 0 and "finished earlier" in done.stdout + done.stderr
     assert (sweep / "lr0.002" / "metrics.json").exists()
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def _step_of(checkpoint: Path) -> int:
+    import torch
+
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+
+
+LONG = [*TINY, "steps=150", "val_every=10", "ckpt_every=20", "model.dropout=0.1", "logger=csv"]
+
+
+def _reference(tmp_path: Path) -> dict:
+    done = run_cli(*LONG, f"hydra.run.dir={tmp_path / 'reference'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((tmp_path / "reference" / "metrics.json").read_text())
+
+
+def _same_result(record: dict, reference: dict) -> None:
+    assert record["status"] == "ok" and record["steps"] == 150
+    assert record["sweep_metric"] == reference["sweep_metric"]
+    assert record["metrics"]["best"] == reference["metrics"]["best"]
+    assert record["config_hash"] == reference["config_hash"]
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_checkpoints_the_step_records_exits_143_and_the_same_command_continues(tmp_path):
+    reference = _reference(tmp_path)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "src.run", *LONG, f"hydra.run.dir={run_dir}", "resume=auto"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    _wait_for(checkpoint, proc)
+    time.sleep(0.3)  # into a step that is not a checkpoint step
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read()[-2000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and 0 < record["steps"] < 150
+    assert _step_of(checkpoint) == record["steps"]  # the step it stopped in, not the last periodic one
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)  # the same command
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same_result(json.loads((run_dir / "metrics.json").read_text()), reference)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "already finished" in done.stdout + done.stderr
+
+
+def test_resume_auto_refuses_a_dir_with_another_run_and_needs_a_fixed_dir(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli(*TINY, "steps=2", "logger=csv", f"hydra.run.dir={run_dir}", "resume=auto").returncode == 0
+    other = run_cli(*TINY, "steps=3", "logger=csv", f"hydra.run.dir={run_dir}", "resume=auto")
+    assert other.returncode == 2 and "holds a run with another config" in other.stderr
+    loose = run_cli(*TINY, "steps=3", "resume=auto")
+    assert loose.returncode == 2 and "give hydra.run.dir" in loose.stderr

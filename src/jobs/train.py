@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoints import load_weights
@@ -70,6 +71,8 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
         if status == "ok" and (not task.history or task.history[-1]["step"] != trainer.global_step):
             trainer.validate(task, datamodule=data, verbose=False)
         trainer.save_checkpoint(checkpoint, weights_only=False)
+    except SIGTERMException:  # LastCheckpoint saved the step it stopped in
+        status = "interrupted"
     finally:
         finish_loggers(loggers)
     metrics, sweep_metric = summarize(task, status, cfg)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from src.runs import METRICS_FILE
+from src.runs import FINISHED, METRICS_FILE
 
 DEFAULT_AXES = ("model.width", "model.depth")
 
@@ -72,8 +72,8 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         cfg = rec["config"]
         sweep = cfg.get("sweep") or {}
         lr = select(cfg, "optimizer.lr")
-        if not sweep.get("arm_keys") or not isinstance(lr, (int, float)) or lr <= 0:
-            continue
+        if not sweep.get("arm_keys") or not isinstance(lr, (int, float)) or lr <= 0 or rec["status"] not in FINISHED:
+            continue  # an interrupted job is not a point yet
         axes = {key.rsplit(".", 1)[-1]: key for key in sweep.get("axes") or DEFAULT_AXES}
         values = {axis: select(cfg, key) for axis, key in axes.items()}
         bases = {axis: sweep.get(f"base_{axis}") for axis in axes}

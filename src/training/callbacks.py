@@ -4,7 +4,9 @@
   warmup; the run ends with status ``diverged`` and exit code 0, so sweeps go on.
 * ``LastCheckpoint`` writes ``last.ckpt`` every N steps, *after* that step's validation, so the file
   holds the evaluation history up to its step (Lightning's ModelCheckpoint saves step-triggered
-  checkpoints before validation runs, and a resumed run would lose that evaluation).
+  checkpoints before validation runs, and a resumed run would lose that evaluation). After a
+  SIGTERM (Lightning then stops the loop at the end of the step) it writes one at that same point of
+  the step, so a terminated run continues from the step it was in.
 * ``AtomicCheckpointIO`` writes checkpoints to a temporary file and renames it, so a run killed
   while saving leaves the previous ``last.ckpt`` intact.
 * ``LinePrinter`` prints one line per ``every`` steps when stdout is not a terminal (job logs, CI),
@@ -58,7 +60,8 @@ class LastCheckpoint(Callback):
 
     def _save_if_due(self, trainer: L.Trainer) -> None:
         step = trainer.global_step
-        if step > 0 and step % self.every == 0 and step != self._saved_step:
+        due = step % self.every == 0 or trainer.received_sigterm
+        if step > 0 and due and step != self._saved_step:
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = step
 
