@@ -16,10 +16,8 @@ import itertools
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -33,6 +31,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from src import signals
 from src.config import ConfigError, build, check, model_plan, plain, preflight
 from src.mup.plan import build_model
 from src.sweeps import mutransfer
@@ -145,39 +144,12 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
         return _run(cfg, run_dir, multirun, overrides)
     with claim(run_dir) as holder:
         if holder is None:
-            return _run(cfg, run_dir, multirun, overrides)
+            with signals.job():
+                return _run(cfg, run_dir, multirun, overrides)
     if not multirun:
         _refuse(f"{run_dir} is in use by another run (pid {holder}); wait for it or pick another dir")
     log.warning("%s: another process (pid %s) is running this job; skipped", run_dir, holder)
     return math.nan
-
-
-class Interrupted(SystemExit):
-    """SIGTERM stopped the run (its checkpoint and record are saved) or the sweep: exit code 143."""
-
-    def __init__(self) -> None:
-        super().__init__(143)
-
-
-def _terminate(signum: int, frame) -> None:
-    """SIGTERM outside a training loop: stop with Interrupted (143). While Lightning trains it has its
-    own handler installed, which calls this one too: then Lightning stops at the end of the step."""
-    if signal.getsignal(signal.SIGTERM) is _terminate:
-        raise Interrupted
-
-
-def _die_with_parent(interval: float = 1.0) -> None:
-    """In a launcher's worker process: SIGTERM itself when its parent (the sweep's driver) is gone,
-    so a killed driver leaves no worker training behind (the run checkpoints and exits 143)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        log.warning("the sweep's driver (pid %d) is gone; stopping this job", parent)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _refuse(message: str) -> None:
@@ -240,7 +212,7 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
     if record.status == "interrupted":
         log.warning("%s: interrupted at step %d by SIGTERM; checkpoint saved, the same command continues it",
                     run_dir, record.steps)
-        raise Interrupted
+        signals.stop()
     if rank_zero_only.rank == 0:
         final = record.metrics["final"]
         log.info("status %s | val/loss %s | %d steps | %.0f s", record.status,
@@ -291,23 +263,11 @@ def _failed(cfg: DictConfig, error: str, started: float) -> RunRecord:
                      wall_time_s=time.time() - started, error=error)
 
 
-_DRIVER_PID: int | None = None  # the process that ran main(); a launcher's workers did not
-_WATCHED_PID: int | None = None  # a worker whose parent is watched (its jobs run one after another)
-
-
-def _watch_parent() -> None:
-    global _WATCHED_PID
-    _WATCHED_PID = os.getpid()
-    _die_with_parent()
-    signal.signal(signal.SIGTERM, _terminate)
-
-
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    if os.getpid() not in (_DRIVER_PID, _WATCHED_PID) and threading.current_thread() is threading.main_thread():
-        _watch_parent()
+    signals.in_worker()
     n_jobs = hc.launcher.get("n_jobs")
     if multirun and isinstance(n_jobs, int) and n_jobs > 1:  # parallel jobs share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
@@ -315,16 +275,14 @@ def hydra_entry(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    global _DRIVER_PID
-    _DRIVER_PID = os.getpid()
+    signals.in_driver()
     try:
         preflight(sys.argv[1:])
     except ConfigError as err:
         _refuse(str(err))
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         hydra_entry()
-    except Interrupted:
+    except signals.Interrupted:
         partial_report()  # a sweep stopped by SIGTERM reports what has finished
         raise
 

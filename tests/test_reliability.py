@@ -4,6 +4,7 @@ divergence, one owner per dir, signals, damaged files, degenerate data, W&B that
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -210,3 +211,96 @@ def test_resume_auto_refuses_a_dir_with_another_run_and_needs_a_fixed_dir(tmp_pa
     assert other.returncode == 2 and "holds a run with another config" in other.stderr
     loose = run_cli(*TINY, "steps=3", "resume=auto")
     assert loose.returncode == 2 and "give hydra.run.dir" in loose.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_slurm_preemption_requeues_and_the_requeued_command_continues_the_run(tmp_path):
+    """SLURM, simulated: Lightning's auto-requeue handler gets SIGUSR1, calls ``scontrol requeue``
+    (a stand-in that records the call and, as SLURM does, terminates the job); the requeued job is
+    the same command line, which continues the run in its dir to the uninterrupted result."""
+    reference = _reference(tmp_path)
+    bin_dir, marker = tmp_path / "bin", tmp_path / "requeued"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {marker}\nkill -TERM $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
+           "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+           "SLURM_NODEID": "0", "SLURM_NNODES": "1"}
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "src.run", *LONG, f"hydra.run.dir={run_dir}", "resume=auto"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read()[-2000:]
+    assert marker.read_text().split() == ["requeue", "4242"]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    _same_result(json.loads((run_dir / "metrics.json").read_text()), reference)
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+SWEEP = ["-m", *TINY, "steps=400", "val_every=10", "ckpt_every=20", "logger=csv", "optimizer.lr=0.001,0.002",
+         "hydra.sweep.subdir=lr${optimizer.lr}"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killing_a_local_launcher_driver_stops_its_workers_with_their_work_saved(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "src.run", *SWEEP, "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    for job in ("lr0.001", "lr0.002"):
+        _wait_for(sweep / job / "checkpoints" / "last.ckpt", driver)
+    workers = _children(driver.pid)
+    assert workers and driver.poll() is None
+    driver.kill()  # kill -9: no handler runs in the driver
+    driver.wait()
+    deadline = time.time() + 60
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, workers)), "workers outlived their driver"
+    for job in ("lr0.001", "lr0.002"):  # each stopped at a step boundary, checkpointed and recorded it
+        record = json.loads((sweep / job / "metrics.json").read_text())
+        assert record["status"] == "interrupted" and _step_of(sweep / job / "checkpoints" / "last.ckpt") == record["steps"]
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [json.loads((sweep / j / "metrics.json").read_text())["status"] for j in ("lr0.001", "lr0.002")] == ["ok"] * 2
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_stops_an_in_process_sweep_with_a_partial_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "src.run", *SWEEP, f"hydra.sweep.dir={sweep}"]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(sweep / "lr0.001" / "checkpoints" / "last.ckpt", driver)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) == 143
+    assert "1 interrupted" in (sweep / "report.md").read_text()
+    assert json.loads((sweep / "lr0.001" / "metrics.json").read_text())["status"] == "interrupted"
+    assert not (sweep / "lr0.002").exists()  # the sweep stopped; the next job never started
