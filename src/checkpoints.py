@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, build, model_plan
 from src.mup.plan import build_model
-from src.runs import CONFIG_FILE, last_checkpoint
+from src.runs import CONFIG_FILE, checkpoint_error, last_checkpoint
 
 
 def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
@@ -19,6 +19,8 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module
     path = last_checkpoint(Path(run_dir))
     if not path.exists():
         raise ConfigError(f"{run_dir}: no {path.relative_to(run_dir)} (not a finished run dir)")
+    if (error := checkpoint_error(path)) is not None:
+        raise ConfigError(f"{path} is unreadable ({error}); rerun that run")
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:

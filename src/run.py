@@ -12,6 +12,7 @@ and the sweep goes on.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import math
@@ -38,7 +39,7 @@ from src.sweeps import mutransfer
 from src.sweeps.callback import partial_report
 from src.jobs import JOBS
 from src.runs import (CONFIG_FILE, METRICS_FILE, RunRecord, claim, config_hash, last_checkpoint, read_record,
-                      write_record)
+                      resumable_checkpoint, write_record)
 
 log = logging.getLogger("src.run")
 # Lightning noise that says nothing about the run.
@@ -108,8 +109,8 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
         raise ConfigError(f"{run_dir} already holds a run; resume it with resume={run_dir} or pick a new dir")
     record = read_record(run_dir)
     saved = run_dir / CONFIG_FILE
-    earlier_hash = config_hash(plain(OmegaConf.load(saved))) if saved.exists() else record["config_hash"]
-    same = earlier_hash == config_hash(plain(cfg))
+    earlier_hash = config_hash(plain(OmegaConf.load(saved))) if saved.exists() else record and record["config_hash"]
+    same = earlier_hash in (None, config_hash(plain(cfg)))  # None: nothing readable is left of it
     if same and record is not None and record["status"] in ("ok", "diverged"):
         log.info("%s: finished earlier (status %s); skipped", run_dir, record["status"])
         return record["sweep_metric"]
@@ -119,7 +120,7 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
             _set_aside(run_dir / METRICS_FILE)
         log.info("%s: %s the %s job", run_dir, "continuing" if saved.exists() else "rerunning",
                  "interrupted" if interrupted else "failed")
-        if saved.exists() and last_checkpoint(run_dir).exists():
+        if saved.exists() and resumable_checkpoint(run_dir) is not None:
             cfg.resume = str(run_dir)
         return cfg
     log.warning("%s holds a %s run; left alone", run_dir, "failed" if same else "different")
@@ -152,12 +153,12 @@ def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Se
     return math.nan
 
 
-def _refuse(message: str) -> None:
-    """A single run's one-line error and exit code 2 (the traceback with HYDRA_FULL_ERROR=1)."""
+def _refuse(message: str, code: int = 2) -> None:
+    """A single run's one-line error and exit code 2, a bad config's (the traceback with HYDRA_FULL_ERROR=1)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise ConfigError(message)
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str]) -> float:
@@ -200,6 +201,12 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
             _refuse(str(err))
         record = _failed(cfg, f"ConfigError: {err}", started)
     except Exception as err:  # a failing job must not stop a sweep; a single run re-raises
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # not the job's fault: no record, so a
+            message = f"{err.strerror}: free space and relaunch; the job continues from its checkpoint"
+            if not multirun:                                         # relaunch continues it
+                _refuse(message, code=1)
+            log.error("%s: %s", run_dir, message)
+            return math.nan
         record = _failed(cfg, "".join(traceback.format_exception(err)), started)
         if rank_zero_only.rank == 0:
             write_record(run_dir, record)

@@ -10,12 +10,14 @@ when failed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from typing import Any
 NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resume", "print_plan", "log_every",
                "ckpt_every")
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
+log = logging.getLogger("src.run")
+
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 CLAIM_FILE = ".claim"
@@ -57,6 +61,35 @@ def claim(run_dir: Path) -> Iterator[str | None]:
 
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept (src/training/callbacks.py AtomicCheckpointIO)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def checkpoint_error(path: Path) -> str | None:
+    """Why ``path`` cannot be loaded (truncated, empty, not a checkpoint), or None when it can."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # noqa: BLE001 — torch raises several types for a damaged file
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def resumable_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run continues from: ``last.ckpt``, or the one before it when the last is
+    damaged (one warning); None when there is none that loads."""
+    last = last_checkpoint(run_dir)
+    for path in (last, previous_checkpoint(last)):
+        if not path.exists():
+            continue
+        if (error := checkpoint_error(path)) is None:
+            return path
+        log.warning("%s is unreadable (%s)%s", path, error, "; falling back to the one before" if path == last else "")
+    return None
 
 
 def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,14 +153,39 @@ def write_record(run_dir: Path, record: RunRecord) -> Path:
     """Write ``metrics.json``; never overwrite an earlier run's record (an interrupted one is only
     the state the run continues from)."""
     path = Path(run_dir) / METRICS_FILE
-    if path.exists() and (read_record(run_dir) or {}).get("status") != "interrupted":
+    if (earlier := read_record(run_dir)) is not None and earlier["status"] != "interrupted":
         raise FileExistsError(f"{path} already exists; refusing to overwrite an earlier run's results")
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(record.to_json())
-    os.replace(tmp, path)
+    text = record.to_json()
+    write_atomically(path, lambda tmp: tmp.write_text(text))
     return path
 
 
 def read_record(run_dir: Path) -> dict | None:
+    """The run's metrics.json; None when it has none or it is unreadable (truncated by a crash or a
+    full disk: one warning naming it, and the job counts as unfinished)."""
     path = Path(run_dir) / METRICS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s); the job counts as unfinished", path, str(err).splitlines()[0])
+        return None
+    if not isinstance(record, dict) or "status" not in record:
+        log.warning("%s is not a run record; the job counts as unfinished", path)
+        return None
+    return record
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then rename tmp to ``path``, so a crash leaves the old file whole. When the disk
+    is full the partial tmp file is removed (it would keep the disk full) and the error says so."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {path}") from None
+        raise

@@ -304,3 +304,84 @@ def test_sigterm_stops_an_in_process_sweep_with_a_partial_report(tmp_path):
     assert "1 interrupted" in (sweep / "report.md").read_text()
     assert json.loads((sweep / "lr0.001" / "metrics.json").read_text())["status"] == "interrupted"
     assert not (sweep / "lr0.002").exists()  # the sweep stopped; the next job never started
+
+
+def test_a_truncated_record_is_an_unfinished_job_named_in_one_warning(tmp_path, caplog):
+    from src.runs import read_record
+    from src.sweeps import report
+    from tests.test_sweeps import _write
+
+    for x in (-9, -8, -7):
+        _write(tmp_path, "mup", 64, 2, x, 3 + 0.1 * (x + 8) ** 2)
+    damaged = tmp_path / "mup-w64-d2-lr-7-s0" / "metrics.json"
+    damaged.write_text(damaged.read_text()[:40])
+    assert read_record(damaged.parent) is None
+    transfer = report.report(tmp_path)  # the report goes on without it
+    assert transfer["jobs"] == 2 and f"{damaged} is unreadable" in caplog.text
+
+
+def _trained(tmp_path: Path, name: str, *more: str) -> Path:
+    run_dir = tmp_path / name
+    done = run_cli(*TINY, "steps=10", "val_every=4", "ckpt_every=4", f"hydra.run.dir={run_dir}", *more)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return run_dir
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path):
+    import torch
+
+    from src.runs import previous_checkpoint, resumable_checkpoint
+
+    run_dir = _trained(tmp_path, "run")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(previous_checkpoint(last), weights_only=False)["global_step"] == 8  # kept beside step 10
+    last.write_bytes(last.read_bytes()[:1000])
+    assert resumable_checkpoint(run_dir) == previous_checkpoint(last)
+
+
+def test_init_from_a_damaged_checkpoint_is_one_line(tmp_path):
+    source = _trained(tmp_path, "source")
+    last = source / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    done = run_cli(*TINY, "steps=2", f"init_from={source}", f"hydra.run.dir={tmp_path / 'target'}")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and f"error: {last} is unreadable" in done.stderr
+
+
+def test_a_full_disk_removes_the_partial_file_and_says_so(tmp_path):
+    import errno as errno_module
+
+    from src.runs import write_atomically
+
+    target = tmp_path / "last.ckpt"
+    target.write_text("previous")
+
+    def fill(tmp: Path) -> None:
+        tmp.write_text("partial")
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=f"no space left on the device writing {target}"):
+        write_atomically(target, fill)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"] and target.read_text() == "previous"
+
+
+def test_a_run_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_files(tmp_path, monkeypatch, capsys):
+    import errno as errno_module
+
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from src.run import run
+
+    def full(self, checkpoint, path, storage_options=None):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        run(make_config(*TINY, "steps=4", "ckpt_every=2", "hydra.mode=RUN"), run_dir)
+    assert stopped.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: no space left on the device writing")
+    assert not list(run_dir.rglob("*.tmp*")) and not (run_dir / "metrics.json").exists()

@@ -14,7 +14,7 @@ from src.checkpoints import load_weights
 from src.config import ConfigError, build, model_plan, one_line, plain
 from src.mup.optim import describe_groups
 from src.mup.plan import Plan, build_model
-from src.runs import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last
+from src.runs import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last, resumable_checkpoint
 from src.training.loggers import build_loggers, finish_loggers, log_plan
 from src.training.trainer import build_trainer
 
@@ -66,7 +66,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
         OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
     checkpoint = last_checkpoint(run_dir)
     try:
-        trainer.fit(task, datamodule=data, ckpt_path=checkpoint if cfg.resume and checkpoint.exists() else None)
+        trainer.fit(task, datamodule=data, ckpt_path=resumable_checkpoint(run_dir) if cfg.resume else None)
         status = "diverged" if guard.diverged_at is not None else "ok"
         if status == "ok" and (not task.history or task.history[-1]["step"] != trainer.global_step):
             trainer.validate(task, datamodule=data, verbose=False)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from src.runs import FINISHED, METRICS_FILE
+from src.runs import FINISHED, METRICS_FILE, read_record
 
 DEFAULT_AXES = ("model.width", "model.depth")
 
@@ -26,7 +26,8 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every metrics.json below ``sweep_dir`` (sorted by path), with its job dir relative to it."""
     out = []
     for path in sorted(Path(sweep_dir).rglob(METRICS_FILE)):
-        record = json.loads(path.read_text())
+        if (record := read_record(path.parent)) is None:  # unreadable: warned, left out
+            continue
         record["dir"] = str(path.parent.relative_to(sweep_dir))
         record["mtime"] = path.stat().st_mtime
         out.append(record)

@@ -7,8 +7,9 @@
   checkpoints before validation runs, and a resumed run would lose that evaluation). After a
   SIGTERM (Lightning then stops the loop at the end of the step) it writes one at that same point of
   the step, so a terminated run continues from the step it was in.
-* ``AtomicCheckpointIO`` writes checkpoints to a temporary file and renames it, so a run killed
-  while saving leaves the previous ``last.ckpt`` intact.
+* ``AtomicCheckpointIO`` writes checkpoints to a temporary file, loads it back, and only then
+  renames it into place, keeping the one before as ``last.prev.ckpt``: a run killed while saving
+  leaves ``last.ckpt`` intact, and a damaged ``last.ckpt`` falls back to the one before it.
 * ``LinePrinter`` prints one line per ``every`` steps when stdout is not a terminal (job logs, CI),
   where a TQDM bar would be one endless line of carriage returns.
 """
@@ -24,6 +25,8 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
+
+from src.runs import checkpoint_error, previous_checkpoint, write_atomically
 
 log = logging.getLogger("src.train")
 
@@ -78,9 +81,15 @@ class LastCheckpoint(Callback):
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options)
+            if (error := checkpoint_error(tmp)) is not None:
+                raise OSError(f"the checkpoint just written to {tmp} does not load back ({error})")
+            if path.exists():  # kept until the new one is verified, as the fallback (resumable_checkpoint)
+                os.replace(path, previous_checkpoint(path))
+
+        write_atomically(path, write)
 
 
 class LinePrinter(Callback):
