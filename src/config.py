@@ -290,7 +290,7 @@ def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
     try:  # the optimizer validates its own arguments (betas, eps, momentum, unknown keys)
         build_optimizer(model, plain(cfg.optimizer), plan)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, IndexError, KeyError) as err:  # torch indexes betas[1] before checking it
         raise ConfigError(f"optimizer: {one_line(err)}") from err
     if checked is not None:
         checked.add(key)
@@ -351,12 +351,45 @@ def _one_value_at_a_time(jobs: list[list[str]]) -> list[list[str]]:
     return chosen
 
 
+def check_resume(resume: str, overrides: Sequence[str]) -> None:
+    """``resume=<dir>`` needs a run there, and keeps its config: only ``trainer`` and ``logger`` keys
+    may be overridden."""
+    from src.runs import CONFIG_FILE
+
+    if not (Path(resume) / CONFIG_FILE).exists():
+        raise ConfigError(f"resume={resume}: no {CONFIG_FILE} there; give the directory of an earlier run")
+    refused = [key for key in (o.split("=", 1)[0].lstrip("+~") for o in overrides)
+               if key != "resume" and key.split(".")[0] not in ("trainer", "logger")]
+    if refused:
+        raise ConfigError(f"resume: a resumed run keeps its config; only trainer and logger may change "
+                          f"(drop {', '.join(refused)})")
+
+
+def _check_run_dir(overrides: Sequence[str]) -> None:
+    """Before Hydra writes into a single run's fixed dir (``resume=<dir>`` or ``hydra.run.dir``):
+    refuse a resume of a dir without a run and a dir another process is running in, so that a
+    refused command leaves nothing behind there."""
+    from src.runs import claim
+
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    resume = values.get("resume")
+    if resume not in (None, "null", "auto"):
+        check_resume(resume, overrides)
+    target = resume if resume not in (None, "null", "auto") else values.get("hydra.run.dir")
+    if target and Path(target).is_dir():
+        with claim(Path(target)) as holder:
+            if holder is not None:
+                raise ConfigError(f"{target} is in use by another run (pid {holder}); wait for it or pick another dir")
+
+
 def preflight(argv: Sequence[str]) -> None:
     """Compose and check every job of the command line; raise ConfigError on the first bad one."""
     if any(arg.split("=")[0] in _INFO_FLAGS for arg in argv):
         return
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
     overrides = [arg for arg in argv if not arg.startswith("-")]
+    if not multirun:
+        _check_run_dir(overrides)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

@@ -33,7 +33,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src import signals
-from src.config import ConfigError, build, check, model_plan, plain, preflight
+from src.config import ConfigError, build, check, check_resume, model_plan, plain, preflight
 from src.mup.plan import build_model
 from src.sweeps import mutransfer
 from src.sweeps.callback import partial_report
@@ -53,24 +53,16 @@ def resumed_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfi
     """The saved config of the run in ``cfg.resume`` with the command line's ``trainer`` and
     ``logger`` overrides applied on top; any other override is refused (results would change)."""
     run_dir = Path(cfg.resume)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise ConfigError(f"resume={cfg.resume}: no {CONFIG_FILE} there; give the directory of an earlier run")
+    check_resume(cfg.resume, overrides)
     saved = OmegaConf.load(run_dir / CONFIG_FILE)
-    refused = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        root = key.split(".")[0]
         if key == "resume":
             continue
-        if root not in ("trainer", "logger"):
-            refused.append(key)
-        elif "." in key:
+        if "." in key:
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
         else:  # another option of the group
             saved[key] = cfg[key]
-    if refused:
-        raise ConfigError(f"resume: a resumed run keeps its config; only trainer and logger may change "
-                          f"(drop {', '.join(refused)})")
     saved.resume = str(run_dir)
     return saved, run_dir
 

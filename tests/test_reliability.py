@@ -385,3 +385,72 @@ def test_a_run_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_files(tm
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and errors[0].startswith("error: no space left on the device writing")
     assert not list(run_dir.rglob("*.tmp*")) and not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "\xff", "rejected": "c"}\n',
+     "row 2: not UTF-8 text (byte 0xff at offset"),
+    (b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "2+2", "chosen": "4", "rejected": " 4"}\n',
+     "row 2: chosen equals rejected"),
+])
+def test_bad_preference_rows_are_one_line_naming_file_and_row(tmp_path, content, message):
+    from src.config import ConfigError
+    from src.data.pairs import read_rows
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"^{path}: " + message.replace("(", r"\(").replace("+", r"\+")):
+        read_rows(str(path), ["prompt", "chosen", "rejected"])
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"])
+def test_an_empty_or_truncated_image_is_one_line(tmp_path, damage):
+    import numpy as np
+    from PIL import Image
+
+    from src.config import ConfigError
+    from src.data.images import ImageFolderData
+
+    (tmp_path / "cat").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "cat" / f"{i}.png")
+    (tmp_path / "cat" / "bad.png").write_bytes(damage)
+    with pytest.raises(ConfigError, match=f"data.root: {tmp_path / 'cat' / 'bad.png'} is not a readable image"):
+        ImageFolderData(root=str(tmp_path), image_size=4).setup()
+
+
+def test_betas_of_the_wrong_length_are_one_line(tmp_path):
+    done = run_cli(*TINY, "optimizer.betas=[0.9]", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: optimizer:")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_refused_resume_writes_nothing_into_the_dir_it_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run_cli(f"resume={empty}")
+    assert done.returncode == 2 and "no config.yaml there" in done.stderr and not list(empty.iterdir())
+    run_dir = _trained(tmp_path, "run")
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    done = run_cli(f"resume={run_dir}", "model.width=64")
+    assert done.returncode == 2 and "drop model.width" in done.stderr
+    holder = _hold(run_dir)
+    try:
+        done = run_cli(f"resume={run_dir}")
+        assert done.returncode == 2 and "is in use by another run" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+
+
+def test_wandb_online_without_a_server_falls_back_to_offline_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    started = time.time()
+    done = run_cli(*TINY[:1], "logger=wandb", "steps=2", f"hydra.run.dir={run_dir}",
+                   env={"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.time() - started < 60
+    assert (done.stdout + done.stderr).count("is not reachable") == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
+    assert list((run_dir / "wandb").glob("offline-run-*"))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from src.checks import check_sizes
-from src.config import ConfigError
+from src.config import ConfigError, one_line
 from src.data.hf import load_hf_split
 
 
@@ -311,7 +311,11 @@ class ImageFolderData(ImageData):
         split: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
         for path, label in folder.samples:
             xs, ys = split[hash_val(str(Path(path).relative_to(self.root)), self.val_fraction)]
-            xs.append(_pil_to_tensor(folder.loader(path), self.channels, self.image_size))
+            try:
+                xs.append(_pil_to_tensor(folder.loader(path), self.channels, self.image_size))
+            except OSError as err:  # PIL: UnidentifiedImageError (empty, not an image), truncated files
+                raise ConfigError(f"data.root: {path} is not a readable image ({one_line(err)}); "
+                                  "fix or remove it") from None
             ys.append(label)
         parts = [Images(torch.stack(xs), torch.as_tensor(ys)) if xs else Images(torch.zeros(0), torch.zeros(0))
                  for xs, ys in (split[False], split[True])]

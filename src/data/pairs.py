@@ -45,7 +45,14 @@ def read_rows(source: str, fields: Sequence[str], split: str = "train") -> list[
     path = Path(source).expanduser()
     if path.suffix in (".jsonl", ".json") and path.is_file():
         rows, where = [], []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            row = raw.count(b"\n", 0, err.start) + 1
+            raise ConfigError(f"{path}: row {row}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                              f"{err.start})") from None
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -75,6 +82,8 @@ def check_row(row: Any, fields: Sequence[str], place: str) -> None:
             raise ConfigError(f"{place}: field {field!r} must be a string, got {type(row[field]).__name__}")
         if field != "prompt" and not row[field].strip():
             raise ConfigError(f"{place}: field {field!r} is empty")
+    if "chosen" in fields and "rejected" in fields and row["chosen"].strip() == row["rejected"].strip():
+        raise ConfigError(f"{place}: chosen equals rejected, a pair that prefers nothing; drop the row")
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,53 @@
 W&B is offline unless asked otherwise: the mode is ``$WANDB_MODE`` when set, else
 ``logger.wandb.mode`` (default ``offline``). It is passed to ``wandb.init`` directly instead of using
 ``WandbLogger(offline=True)``, which writes ``WANDB_MODE=dryrun`` into ``os.environ`` and so leaks
-into every later job of an in-process multirun. The W&B run id is derived from the run dir, so a
+into every later job of an in-process multirun. ``online`` falls back to offline when the server
+does not answer within a few seconds (``wandb_mode``). The W&B run id is derived from the run dir, so a
 resumed run continues the same W&B run.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+log = logging.getLogger("src.train")
+
+
+REACH_TIMEOUT_S = 3.0
+
 
 def wandb_mode(configured: str) -> str:
-    return os.environ.get("WANDB_MODE") or configured
+    """The mode a run uses: ``$WANDB_MODE`` or ``configured``; ``online`` only when the W&B server
+    answers (else offline, with one warning per process: the run stays complete and ``wandb sync``
+    uploads it later, instead of every job waiting ~100 s and failing)."""
+    mode = os.environ.get("WANDB_MODE") or configured
+    if mode == "online" and not _server_reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")):
+        return "offline"
+    return mode
+
+
+@functools.cache
+def _server_reachable(url: str) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within REACH_TIMEOUT_S (checked once per process)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as err:
+        log.warning("W&B server %s is not reachable (%s): logging offline; `wandb sync` uploads the runs later",
+                    url, err.strerror or err)
+        return False
+    return True
 
 
 def build_loggers(spec: Mapping[str, Any], run_dir: Path, run_name: str, config: dict) -> list[Logger]:
