@@ -7,6 +7,8 @@
 * A launcher's worker (``in_worker``: joblib/loky, submitit) watches its parent: when the driver
   dies (kill -9 included) a job in progress gets SIGTERM and the worker exits after the job has
   checkpointed, an idle worker exits at once — no orphan keeps training and races a relaunch.
+* Under submitit, its preemption signal first stops the run like SIGTERM (a checkpoint of the
+  step), then submitit requeues the job, which continues in the same job dir.
 
 A module of its own so that the state is per process: a launcher pickles ``src.run``'s functions
 into its workers by value, and would copy a driver's globals with them.
@@ -28,6 +30,7 @@ _driver_pid: int | None = None  # the process that ran src.run's main(); workers
 _watched_pid: int | None = None  # a worker whose parent is watched (its jobs run one after another)
 _orphan = threading.Event()  # set in a worker whose driver is gone
 _in_job = threading.Event()
+_requeue: list = []  # submitit's preemption handler and signal, called once the job has checkpointed
 
 
 class Interrupted(SystemExit):
@@ -41,7 +44,21 @@ def terminate(signum: int, frame) -> None:
     """SIGTERM outside a training loop: stop with Interrupted. While Lightning trains, its own
     handler is installed and calls this one too; then Lightning stops at the end of the step."""
     if signal.getsignal(signal.SIGTERM) is terminate:
-        raise Interrupted
+        stop()
+
+
+def _take_over_submitit_preemption() -> None:
+    """Under submitit, its preemption/timeout signal (USR2 by default) requeues the job from inside
+    the signal handler, mid-step. Turn it into SIGTERM first, so the run stops at the end of the
+    step with a checkpoint, and let submitit requeue after that (``stop``)."""
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        handler = signal.getsignal(sig)
+        if type(getattr(handler, "__self__", None)).__module__.startswith("submitit"):
+            def preempted(signum: int, frame, requeue=handler) -> None:
+                _requeue[:] = [(requeue, signum)]
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            signal.signal(sig, preempted)
 
 
 def in_driver() -> None:
@@ -57,6 +74,7 @@ def in_worker(interval: float = 1.0) -> None:
         return
     _watched_pid, parent = os.getpid(), os.getppid()
     signal.signal(signal.SIGTERM, terminate)
+    _take_over_submitit_preemption()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -81,7 +99,11 @@ def job() -> Iterator[None]:
 
 
 def stop() -> None:
-    """End an interrupted run: exit 143, at once in an orphaned worker (nobody takes its result)."""
+    """End an interrupted run: submitit's requeue when it was preempted there, else exit 143 (at once
+    in an orphaned worker: nobody takes its result)."""
+    if _requeue:
+        requeue, signum = _requeue.pop()
+        requeue(signum, None)  # submitit checkpoints its submission, requeues the job and exits
     if _orphan.is_set():
         logging.shutdown()
         os._exit(143)

@@ -136,6 +136,7 @@ def test_a_single_run_into_a_held_dir_is_refused_before_it_trains(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_the_jobs_another_launcher_holds_and_reports(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *TINY, "steps=4", "logger=csv", "optimizer.lr=0.001,0.002", f"hydra.sweep.dir={sweep}",
@@ -183,6 +184,7 @@ def _same_result(record: dict, reference: dict) -> None:
     assert record["config_hash"] == reference["config_hash"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigterm_checkpoints_the_step_records_exits_143_and_the_same_command_continues(tmp_path):
     reference = _reference(tmp_path)
@@ -204,6 +206,7 @@ def test_sigterm_checkpoints_the_step_records_exits_143_and_the_same_command_con
     assert done.returncode == 0 and "already finished" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_resume_auto_refuses_a_dir_with_another_run_and_needs_a_fixed_dir(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli(*TINY, "steps=2", "logger=csv", f"hydra.run.dir={run_dir}", "resume=auto").returncode == 0
@@ -293,6 +296,7 @@ def test_killing_a_local_launcher_driver_stops_its_workers_with_their_work_saved
     assert [json.loads((sweep / j / "metrics.json").read_text())["status"] for j in ("lr0.001", "lr0.002")] == ["ok"] * 2
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigterm_stops_an_in_process_sweep_with_a_partial_report(tmp_path):
     sweep = tmp_path / "sweep"
@@ -425,6 +429,7 @@ def test_betas_of_the_wrong_length_are_one_line(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_refused_resume_writes_nothing_into_the_dir_it_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -454,3 +459,45 @@ def test_wandb_online_without_a_server_falls_back_to_offline_at_once(tmp_path):
     assert (done.stdout + done.stderr).count("is not reachable") == 1
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
     assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_growing_a_sweep_trains_only_the_new_jobs(tmp_path):
+    from tests.test_sweeper import STUDY
+
+    sweep = tmp_path / "sweep"
+    base = [*STUDY, "budget=smoke", "budget.widths=[32]", "budget.depths=[2]", "sweep.arms=[completep]",
+            "budget.seeds=[0]", "budget.extra_seeds=[]", "hydra/launcher=basic", "steps=10", f"hydra.sweep.dir={sweep}"]
+    first = run_cli(*base, "budget.log2_lrs=[-8,-6]")
+    assert first.returncode == 0 and (first.stdout + first.stderr).count("status ok |") == 2
+    grown = run_cli(*base, "budget.log2_lrs=[-8,-6,-4]", "budget.seeds=[0,1]")
+    log = grown.stdout + grown.stderr
+    assert grown.returncode == 0 and log.count("status ok |") == 4 and log.count("finished earlier") == 2
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_preempted_submitit_job_checkpoints_is_requeued_and_continues_to_the_same_result(tmp_path):
+    one = [a for a in SWEEP if not a.startswith("optimizer.lr=")] + ["optimizer.lr=0.001"]
+    reference = run_cli(*one, f"hydra.sweep.dir={tmp_path / 'reference'}", timeout=500)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "src.run", *one, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+               f"hydra.sweep.dir={sweep}"]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(sweep / "lr0.001" / "checkpoints" / "last.ckpt", driver, timeout=300)
+    (task,) = [pid for pid in _children(driver.pid) if "submitit.core._submit" in _cmdline(pid)]
+    os.kill(task, signal.SIGUSR2)  # submitit's preemption signal
+    assert driver.wait(timeout=600) == 0, driver.stderr.read()[-2000:]
+    log = (sweep / "lr0.001" / "run.log").read_text()
+    assert "interrupted at step" in log and "continuing the interrupted job" in log
+    done, ref = (json.loads((d / "lr0.001" / "metrics.json").read_text()) for d in (sweep, tmp_path / "reference"))
+    assert done["status"] == "ok" and done["sweep_metric"] == ref["sweep_metric"]
