@@ -501,3 +501,40 @@ def test_a_preempted_submitit_job_checkpoints_is_requeued_and_continues_to_the_s
     assert "interrupted at step" in log and "continuing the interrupted job" in log
     done, ref = (json.loads((d / "lr0.001" / "metrics.json").read_text()) for d in (sweep, tmp_path / "reference"))
     assert done["status"] == "ok" and done["sweep_metric"] == ref["sweep_metric"]
+
+
+def _transfer(sweep: Path) -> list[dict]:
+    arms = json.loads((sweep / "transfer.json").read_text())["arms"]
+    keep = ("arm", "axis", "optimal_log2_lr", "optimal_log2_lr_ci", "best_loss", "drift_octaves", "slope", "verdict")
+    return [{k: a[k] for k in keep} for a in arms]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_sweep_killed_raced_and_relaunched_ends_with_the_undisturbed_transfer_json(tmp_path):
+    from tests.test_sweeper import STUDY
+
+    args = [*STUDY, "budget=smoke", "budget.widths=[32,64]", "budget.depths=[2]", "sweep.arms=[completep]",
+            "budget.log2_lrs=[-8,-6]", "budget.seeds=[0,1]", "budget.extra_seeds=[]", "steps=60", "val_every=10",
+            "ckpt_every=10"]
+    undisturbed = tmp_path / "undisturbed"
+    assert run_cli(*args, f"hydra.sweep.dir={undisturbed}", timeout=900).returncode == 0
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "src.run", *args, "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(sweep.glob("*/checkpoints/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    driver.kill()  # kill -9 mid-job
+    driver.wait()
+    basic = [c for c in command if c != "hydra/launcher=local"]
+    racers = [subprocess.Popen(basic, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]  # two launchers of one sweep dir at once
+    logs = [r.communicate(timeout=900)[0] for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    assert all("transfer report:" in log for log in logs)  # both end with a report
+    trained = sum(log.count("status ok |") for log in logs)
+    assert trained <= 8  # no job trained by both
+    final = subprocess.run(basic, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0 and "status ok |" not in final.stdout + final.stderr
+    assert _transfer(sweep) == _transfer(undisturbed)
