@@ -100,6 +100,7 @@ def test_arithmetic_split_is_disjoint_and_noise_gives_wrong_answers():
     assert all(int(r["completion"]) >= 0 for r in rows)
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
     """VRPO first: its init_stage trains the missing SFT run; naive DPO then reuses that run."""

@@ -42,6 +42,7 @@ def test_twin_configs_train_bit_identically(train):
     assert a == b
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
     sweep_dir = tmp_path / "sweep"

@@ -205,6 +205,7 @@ def test_a_two_by_two_multirun_end_to_end_then_mutransfer(tmp_path):
     assert read_record(target)["wall_time_s"] == started
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
@@ -218,6 +219,7 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     shutil.rmtree(sweep_dir)
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
     sweep_dir = tmp_path / "optuna"
@@ -304,6 +306,7 @@ def test_a_batch_axis_is_collected_from_its_own_key_with_the_smallest_batch_as_r
     assert result.drift == pytest.approx(1.0) and result.slope == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_an_lr_steps_sweep_runs_one_width_over_step_counts(tmp_path):
     sweep_dir = tmp_path / "steps"
