@@ -62,10 +62,13 @@ def pilot_optimum(family: str) -> int:
 
 
 def run_family(family: str) -> None:
+    """The pilot (finished jobs are skipped, so a relaunch only fills in what is missing), the grid
+    recorded in grids.json the first time (kept after that, so a relaunch sweeps the same grid), the
+    sweep."""
     grids = json.loads(GRIDS.read_text()) if GRIDS.exists() else {}
+    launch(family, "sweep.size=w32-d2", "sweep.arms=[sp]", "budget.extra_seeds=[]",
+           f"budget.log2_lrs=[{','.join(map(str, PILOT))}]")
     if family not in grids:
-        launch(family, "sweep.size=w32-d2", "sweep.arms=[sp]", "budget.extra_seeds=[]",
-               f"budget.log2_lrs=[{','.join(map(str, PILOT))}]")
         center = pilot_optimum(family)
         grids[family] = [center + k for k in GRID]
         GRIDS.write_text(json.dumps(grids, indent=1, sort_keys=True) + "\n")
