@@ -371,7 +371,9 @@ def _check_run_dir(overrides: Sequence[str]) -> None:
     refused command leaves nothing behind there."""
     from src.runs import claim
 
-    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank Lightning started: rank 0 holds the dir
+        return
+    values = {k: v.strip("'\"") for k, v in (o.split("=", 1) for o in overrides if "=" in o)}
     resume = values.get("resume")
     if resume not in (None, "null", "auto"):
         check_resume(resume, overrides)
