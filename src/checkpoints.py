@@ -3,15 +3,27 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, build, model_plan
+from src.errors import ConfigError
+from src.assemble import assemble, instantiate
 from src.mup.plan import build_model
-from src.runs import CONFIG_FILE, checkpoint_error, last_checkpoint
+from src.records import CONFIG_FILE, checkpoint_error, last_checkpoint
+
+
+def parse_run_dir_args(prog: str, doc: str, argv: list[str], **options: tuple[type, Any, str]) -> argparse.Namespace:
+    """The command line of a tool that reads one finished run: ``<prog> <run_dir> [--option value]``,
+    each option given as name=(type, default, help); underscores are written as dashes."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    for name, (kind, default, text) in options.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
+    return parser.parse_args(argv)
 
 
 def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
@@ -36,7 +48,6 @@ def load_model(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig, Any]:
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{run_dir}: no {CONFIG_FILE} (not a run dir)")
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
-    data = build(cfg.data, "data")
+    data = instantiate(cfg.data, "data")
     data.setup()
-    factory, param, plan = model_plan(cfg, data.model_inputs)
-    return load_weights(build_model(factory, plan, param), run_dir).eval(), cfg, data
+    return load_weights(build_model(assemble(cfg, data.model_inputs)), run_dir).eval(), cfg, data

@@ -32,13 +32,16 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from src import signals
-from src.config import ConfigError, build, check, check_resume, model_plan, plain, preflight
+from src import resolvers, signals  # noqa: F401 — resolvers registers conf/'s resolvers
+from src.assemble import assemble, instantiate, plain
+from src.config_checks import check
+from src.errors import ConfigError
+from src.jobs import JOBS
 from src.mup.plan import build_model
+from src.preflight import check_resume, preflight
 from src.sweeps import mutransfer
 from src.sweeps.callback import partial_report
-from src.jobs import JOBS
-from src.runs import (CONFIG_FILE, METRICS_FILE, RunRecord, claim, config_hash, last_checkpoint, read_record,
+from src.records import (CONFIG_FILE, METRICS_FILE, RunRecord, claim, config_hash, last_checkpoint, read_record,
                       resumable_checkpoint, write_record)
 
 log = logging.getLogger("src.run")
@@ -129,7 +132,7 @@ def _name_in_sweep(cfg: DictConfig, run_dir: Path) -> None:
 
 def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Sequence[str] = ()) -> float:
     """Run one config's job in ``run_dir`` and write its ``metrics.json``; return its sweep metric.
-    The run holds an exclusive claim on its dir (src.runs.claim): a sweep job another process holds is
+    The run holds an exclusive claim on its dir (src.records.claim): a sweep job another process holds is
     skipped (nan: no result yet), a single run into a held dir is refused. DDP ranks other than 0 share
     rank 0's claim."""
     run_dir = Path(run_dir)
@@ -153,20 +156,29 @@ def _refuse(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _resumed(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> tuple[DictConfig, Path, float | None]:
+    """(config, run dir, the sweep metric of a run that has nothing left to resume, else None) for
+    ``resume=auto`` or ``resume=<dir>``; a failed run's record is set aside before it is resumed."""
+    if cfg.get("resume") == "auto":
+        cfg = _start_or_continue(cfg, run_dir)
+    elif cfg.get("resume"):
+        cfg, run_dir = resumed_config(cfg, overrides)
+    if cfg.get("resume"):
+        if (done := read_record(run_dir)) is not None and done["status"] != "interrupted":
+            if done["status"] != "failed":
+                log.info("%s already finished (status %s); nothing to resume", run_dir, done["status"])
+                return cfg, run_dir, done["sweep_metric"]
+            if rank_zero_only.rank == 0:
+                _set_aside(run_dir / METRICS_FILE)
+    return cfg, run_dir, None
+
+
 def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str]) -> float:
     started = time.time()
     try:
-        if cfg.get("resume") == "auto":
-            cfg = _start_or_continue(cfg, run_dir)
-        elif cfg.get("resume"):
-            cfg, run_dir = resumed_config(cfg, overrides)
-        if cfg.get("resume"):
-            if (done := read_record(run_dir)) is not None and done["status"] != "interrupted":
-                if done["status"] != "failed":
-                    log.info("%s already finished (status %s); nothing to resume", run_dir, done["status"])
-                    return done["sweep_metric"]
-                if rank_zero_only.rank == 0:
-                    _set_aside(run_dir / METRICS_FILE)
+        cfg, run_dir, finished = _resumed(cfg, run_dir, overrides)
+        if finished is not None:
+            return finished
         transfer = None
         if cfg.mutransfer.get("from") and not cfg.get("resume"):  # before the relaunch check: the
             cfg, transfer = mutransfer.apply(cfg)                    # saved config holds its values
@@ -206,6 +218,11 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
             raise
         log.error("job failed: %s", err)
         return record.sweep_metric
+    return _finish(record, run_dir)
+
+
+def _finish(record: RunRecord, run_dir: Path) -> float:
+    """Write a finished (or interrupted) job's record; an interrupted job stops the process after it."""
     if rank_zero_only.rank == 0:
         path = write_record(run_dir, record)
     if record.status == "interrupted":
@@ -248,8 +265,8 @@ def _check_transfer_head_dim(cfg: DictConfig, transfer: dict) -> None:
 
 def _built_plan(cfg: DictConfig):
     """The plan of ``cfg`` with the init std of every tensor of the built model."""
-    factory, param, plan = model_plan(cfg, build(cfg.data, "data").model_inputs)
-    build_model(factory, plan, param)
+    plan = assemble(cfg, instantiate(cfg.data, "data").model_inputs)
+    build_model(plan)
     return plan
 
 

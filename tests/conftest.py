@@ -19,7 +19,8 @@ os.environ.pop("WANDB_MODE", None)  # tests check that logger.wandb.mode=offline
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from src.config import CONF_DIR  # noqa: E402
+from src import resolvers  # noqa: E402, F401 — conf/'s resolvers, as the entry point registers them
+from src.assemble import CONF_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # A few-second GPT-2 run: the smoke preset with CSV logging only.

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from src.config import CONF_DIR, ConfigError, check, preflight
+from src.assemble import CONF_DIR
+from src.errors import ConfigError
+from src.config_checks import check
+from src.preflight import preflight
 from tests.conftest import make_config
 
 GROUPS = ("task", "model", "parametrization", "optimizer", "scheduler", "data", "trainer", "logger",

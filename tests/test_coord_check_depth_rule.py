@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.jobs.coord_check import coord_check
 from src.mup import coord_check as cc
 from tests.conftest import make_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.data.hf import hub_reachable
-from src.data.text import HFTextData, PySourceData, RandomWindows, TextFilesData, hash_split
+from src.data.batches import StepBatches
+from src.data.text import HFTextData, PySourceData, TextFilesData, hash_split, random_windows
 from tests.conftest import local_hf_tokenizer
 
 STREAM = dict(seq_len=16, batch_size=4, val_batches=2)
@@ -48,14 +50,14 @@ def test_token_cache_is_reused(pysource):
 
 def test_training_batches_depend_on_seed_step_and_rank_only(pysource):
     tokens = pysource.splits["train"]
-    windows = RandomWindows(tokens, 16, 4, seed=7)
-    x5, y5 = windows.batch(5)
+    draw = functools.partial(random_windows, tokens, 16, 4)
+    x5, y5 = StepBatches(draw, seed=7).batch(5)
     assert x5.shape == (4, 16) and x5.dtype == torch.int64
     assert torch.equal(x5[:, 1:], y5[:, :-1])  # targets are inputs shifted by one
-    resumed = iter(RandomWindows(tokens, 16, 4, seed=7, start_step=5))
+    resumed = iter(StepBatches(draw, seed=7, start_step=5))
     assert torch.equal(next(resumed)[0], x5)
-    assert not torch.equal(RandomWindows(tokens, 16, 4, seed=8).batch(5)[0], x5)
-    assert not torch.equal(RandomWindows(tokens, 16, 4, seed=7, rank=1).batch(5)[0], x5)
+    assert not torch.equal(StepBatches(draw, seed=8).batch(5)[0], x5)
+    assert not torch.equal(StepBatches(draw, seed=7, rank=1).batch(5)[0], x5)
 
 
 def test_validation_windows_are_fixed(pysource):

@@ -1,5 +1,5 @@
 """Diffusion Transformers: DiT's published parameter counts, shapes, patchify round trip, adaLN-Zero
-identity blocks, the μP role tables of reference/dit_mup.md §2 for DiT, PixArt-α, U-ViT and MMDiT,
+identity blocks, the μP role tables of docs/dit_mup.md for DiT, PixArt-α, U-ViT and MMDiT,
 SP = μP at the base width, and a 2-step run of every model × objective."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from src.models.layers import patchify, sincos_2d, unpatchify
 from src.models.mmdit import MMDiT
 from src.models.pixart import PixArt
 from src.models.uvit import UViT
+from src.mup.optim import OptimizerSpec
 from src.mup.plan import Parametrization, build_model, make_plan
 
 TINY_DIT = dict(image_size=8, in_channels=1, num_classes=10, head_dim=16, patch_size=2, freq_dim=64)
@@ -56,11 +57,11 @@ def _plan(width: int, name: str = "mup", model=DiT, **extra):
     kwargs = {k: v for k, v in {**TINY_DIT, **extra}.items() if v is not None}  # None: not this model's
     factory = functools.partial(model, **kwargs)
     param = Parametrization(name=name, width_rule=name != "sp", base_width=32, base_depth=2)
-    return factory, param, make_plan(factory, width, 2, 16, param, {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+    return factory, param, make_plan(factory, width, 2, 16, param, OptimizerSpec(torch.optim.AdamW, 1e-3))
 
 
 def test_roles_match_the_dit_mup_table():
-    """reference/dit_mup.md §2.1: input = patch embed, timestep MLP layer 1, label table; hidden = every
+    """docs/dit_mup.md, “DiT”: input = patch embed, timestep MLP layer 1, label table; hidden = every
     block matrix, the timestep MLP's layer 2 and both adaLN modulations; output = the final linear."""
     _, _, plan = _plan(128)
     roles = {row.key: row.label for row in plan.rows}
@@ -81,7 +82,7 @@ def test_sp_and_mup_are_the_same_model_at_the_base_width():
     for name in ("sp", "mup"):
         factory, param, plan = _plan(32, name)
         torch.manual_seed(3)
-        model = build_model(factory, plan, param)
+        model = build_model(plan)
         for layer in model.modulation_layers() + [model.head]:  # make the output depend on everything
             torch.nn.init.normal_(layer.weight, std=0.1)
         outs.append(model(torch.ones(2, 1, 8, 8), torch.tensor([5, 900]), torch.tensor([1, 10])))
@@ -93,7 +94,7 @@ def test_mup_init_scales_hidden_weights_with_width():
     for width in (32, 128):
         factory, param, plan = _plan(width)
         torch.manual_seed(0)
-        build_model(factory, plan, param)  # records each tensor's std in its plan row
+        build_model(plan)  # records each tensor's std in its plan row
         stds[width] = {row.key: row.init_std for row in plan.rows}
     assert stds[128]["blocks.*.mlp.up.weight"] == pytest.approx(stds[32]["blocks.*.mlp.up.weight"] / 2)
     assert stds[128]["patch_embed.weight"] == pytest.approx(stds[32]["patch_embed.weight"])  # input: width-free
@@ -157,7 +158,7 @@ def test_two_step_run_per_model_and_objective(train, model, objective):
                             "model.width=32", "model.depth=2", "steps=2", "val_every=2", "logger=csv",
                             "data.val_size=20", "spectral_every=0", *extra)
     assert math.isfinite(metric)
-    from src.runs import read_record
+    from src.records import read_record
 
     record = read_record(run_dir)
     assert record["status"] == "ok" and record["config"]["task"]["objective"]["_target_"].endswith(

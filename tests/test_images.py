@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import ConfigError
-from src.data.images import (Cifar10Data, DigitsData, HFImagesData, ImageFolderData, LatentsData, Mnist5kData,
-                             ShapesData)
+from src.errors import ConfigError
+from src.data.image_files import Cifar10Data, HFImagesData, ImageFolderData, LatentsData
+from src.data.images import DigitsData, Mnist5kData, ShapesData
 
 
 def test_mnist5k_is_the_real_digits_split_by_class():

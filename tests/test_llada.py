@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.data import arithmetic
 from src.data.pairs import Layout, read_rows
 from src.data.text import ByteTokenizer
 from src.eval import answers
-from src.runs import read_record
+from src.records import read_record
 from tests.conftest import TINY, local_hf_tokenizer, run_cli
 
 SFT = ["experiment=llada_sft", "steps=2", "val_every=2", "ckpt_every=2", "logger=csv", "model.width=32",
@@ -146,15 +146,16 @@ def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
     from functools import partial
 
     from src.models.llada import LLaDA
+    from src.mup.optim import OptimizerSpec, build_optimizer
     from src.mup.plan import Parametrization, make_plan
     from src.tasks.preference import PreferenceTask
 
     torch.manual_seed(0)
     model = LLaDA(257, width=32, depth=1, head_dim=16)
     plan = make_plan(partial(LLaDA, 257, head_dim=16), 32, 1, 16, Parametrization(name="sp"),
-                     {"_target_": "torch.optim.AdamW", "lr": 1e-3})
-    task = PreferenceTask(model, plan, {"_target_": "torch.optim.AdamW", "lr": 1e-3}, lambda step, total: 1.0,
-                          steps=1, n_t=4)
+                     OptimizerSpec(torch.optim.AdamW, 1e-3))
+    optimizer = partial(build_optimizer, plan=plan)
+    task = PreferenceTask(model, optimizer, lambda step, total: 1.0, steps=1, n_t=4)
     layout = Layout(ByteTokenizer(), 12)
     rows = [layout.encode("1+2=", "3") + layout.encode("1+2=", "4") for _ in range(3)]
     batch = {"chosen": torch.tensor([r[0] for r in rows]), "chosen_response": torch.tensor([r[1] for r in rows]),
@@ -172,8 +173,7 @@ def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
     task.dpo_weight = 0.0
     assert task.loss(batch)[0].item() == pytest.approx(both - math.log(2))
     with pytest.raises(ValueError, match="not both 0"):
-        PreferenceTask(model, plan, {"_target_": "torch.optim.AdamW", "lr": 1e-3}, lambda step, total: 1.0,
-                       steps=1, dpo_weight=0.0)
+        PreferenceTask(model, optimizer, lambda step, total: 1.0, steps=1, dpo_weight=0.0)
 
 
 @pytest.mark.timeout(600)

@@ -159,18 +159,20 @@ def test_sampler_fills_every_mask_in_block_order_and_never_emits_the_mask_token(
 def test_llada_is_bidirectional_and_its_mup_roles_come_from_shapes():
     import functools
 
+    from src.mup.optim import OptimizerSpec
+
     from src.mup.plan import Parametrization, build_model, make_plan
 
     factory = functools.partial(LLaDA, VOCAB, head_dim=8)
     param = Parametrization(name="mup", width_rule=True, base_width=32, base_depth=2)
-    plan = make_plan(factory, 128, 2, 8, param, {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+    plan = make_plan(factory, 128, 2, 8, param, OptimizerSpec(torch.optim.AdamW, 1e-3))
     roles = {row.key: row.label for row in plan.rows}
     expected = {"tok_emb.weight": "input", "head.weight": "output", "norm_final.weight": "vector",
                 "blocks.*.norm1.weight": "vector"}
     expected |= {f"blocks.*.{part}.weight": "hidden" for part in ("attn.q", "attn.k", "attn.v", "attn.o",
                                                                   "mlp.gate", "mlp.up", "mlp.down")}
     assert {k: roles[k] for k in expected} == expected and set(roles) == set(expected) | {"blocks.*.norm2.weight"}
-    net = build_model(factory, plan, param)
+    net = build_model(plan)
     tokens = torch.randint(0, VOCAB, (2, 6))
     later = tokens.clone()
     later[:, -1] = (later[:, -1] + 1) % VOCAB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -9,8 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.config import ConfigError, check, model_plan, preflight
-from src.mup.optim import HybridOptimizer, build_optimizer
+from omegaconf import OmegaConf
+
+from src.assemble import compose_option, optimizer_spec
+from src.config_checks import check
+from src.errors import ConfigError
+from src.mup.optim import HybridOptimizer, OptimizerSpec, build_optimizer
+from src.preflight import preflight
 from src.mup.plan import Parametrization, build_model, make_plan
 from src.mup.shapes import Role, RoleError, infer_roles
 from src.models.gpt2 import GPT2
@@ -22,6 +28,23 @@ COMPLETEP = [*UNTIED, "parametrization=completep", "parametrization.base_width=3
 
 def gpt2_factory(**sizes):
     return GPT2(vocab_size=64, max_seq_len=16, head_dim=8, tie_head=False, **sizes)
+
+
+# The arms at base size (32, 2) and conf/experiment/gpt2_smoke's GPT-2, through the core's own API.
+ARMS = {"sp": Parametrization(name="sp"),
+        "mup": Parametrization(name="mup", width_rule=True, base_width=32, base_depth=2),
+        "depth_mup": Parametrization(name="depth_mup", width_rule=True, depth_rule="k1", base_width=32, base_depth=2),
+        "completep": Parametrization(name="completep", width_rule=True, depth_rule="k2", base_width=32, base_depth=2)}
+SMOKE_GPT2 = functools.partial(GPT2, vocab_size=256, max_seq_len=32, head_dim=16, tie_head=False)
+
+
+def preset(name: str, **changes) -> OptimizerSpec:
+    """A conf/optimizer preset as an OptimizerSpec (its numbers are what the table rows check)."""
+    return optimizer_spec({**OmegaConf.to_container(compose_option("optimizer", name)), **changes})
+
+
+def core_plan(width: int = 32, depth: int = 2, arm: str = "completep", optimizer: str = "adamw", **changes):
+    return make_plan(SMOKE_GPT2, width, depth, 16, ARMS[arm], preset(optimizer, **changes))
 
 
 def test_gpt2_roles_at_any_depth():
@@ -125,9 +148,9 @@ class _MethodInit(nn.Module):
 def test_mup_init_rescales_tensors_initialised_without_nn_init():
     param = Parametrization(name="mup", width_rule=True, base_width=64, base_depth=2)
     factory = lambda **s: _MethodInit(**s)  # noqa: E731
-    spec = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "eps": 1e-8}
+    spec = OptimizerSpec(torch.optim.AdamW, 1e-3, kwargs={"eps": 1e-8})
     torch.manual_seed(0)
-    model = build_model(factory, make_plan(factory, 256, 2, None, param, spec), param)
+    model = build_model(make_plan(factory, 256, 2, None, param, spec))
     assert model.blocks[0].weight.std().item() == pytest.approx(0.02 / 2, rel=0.03)
 
 
@@ -146,19 +169,12 @@ def test_hybrid_optimizer_keeps_its_schedule_after_loading_a_state():
     assert [o.param_groups[0]["lr"] for o in restored.optimizers] == pytest.approx([0.01, 0.001])
 
 
-def _compose_plan(*overrides):
-    cfg = make_config(*overrides)
-    return model_plan(cfg, {"vocab_size": 256})
-
-
 def test_completep_adamw_plan_at_rn4_rl2_by_hand():
     """Hidden LR η/4, WD λ·4, ε/8, branch 1/2, readout 1/4 at (r_n, r_L) = (4, 2)."""
-    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=128", "model.depth=4",
-                                         "optimizer.weight_decay=0.1")
+    plan = core_plan(128, 4, weight_decay=0.1)
     assert (plan.r_n, plan.r_L) == (4.0, 2.0)
     assert plan.model_kwargs["branch_mult"] == 0.5 and plan.model_kwargs["readout_mult"] == 0.25
-    model = build_model(factory, plan, param)
-    opt = build_optimizer(model, make_config(*COMPLETEP, "optimizer.weight_decay=0.1").optimizer, plan)
+    opt = build_optimizer(build_model(plan), plan)
     groups = {g["name"]: g for g in opt.param_groups}
     eta, lam, eps = 3e-3, 0.1, 1e-8
     assert groups["branch.hidden"]["lr"] == pytest.approx(eta / 4)
@@ -172,8 +188,7 @@ def test_completep_adamw_plan_at_rn4_rl2_by_hand():
 
 def test_mup_init_rescales_from_the_base_size_sp_init():
     torch.manual_seed(0)
-    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=256", "model.depth=8")
-    model = build_model(factory, plan, param)
+    model = build_model(core_plan(256, 8))
     std = {n: p.std().item() for n, p in model.named_parameters()}
     r_n = 8
     assert std["blocks.0.attn.q.weight"] == pytest.approx(0.02 / math.sqrt(r_n), rel=0.03)
@@ -186,13 +201,12 @@ def test_mup_init_rescales_from_the_base_size_sp_init():
 
 @pytest.mark.parametrize("arm", ["mup", "depth_mup", "completep"])
 def test_every_parametrization_is_sp_at_the_base_size(arm):
-    base = [*UNTIED, "parametrization.base_width=32", "parametrization.base_depth=2"]
     models, groups = {}, {}
     for name in ("sp", arm):
-        factory, param, plan = _compose_plan(*base, f"parametrization={name}")
+        plan = core_plan(arm=name)
         torch.manual_seed(0)
-        models[name] = build_model(factory, plan, param)
-        opt = build_optimizer(models[name], make_config(*base).optimizer, plan)
+        models[name] = build_model(plan)
+        opt = build_optimizer(models[name], plan)
         groups[name] = [(g["name"], g["param_names"], g["lr"], g["weight_decay"], g["eps"]) for g in opt.param_groups]
         assert plan.model_kwargs == {"embed_mult": 1.0, "branch_mult": 1.0, "readout_mult": 1.0, "attn_scale": 0.25}
     assert groups["sp"] == groups[arm]
@@ -209,12 +223,11 @@ def test_base_size_runs_give_the_same_loss(train):
 def test_groups_survive_compile_and_ddp():
     import torch.distributed as dist
 
-    factory, param, plan = _compose_plan(*COMPLETEP, "model.width=64", "model.depth=3")
-    model = build_model(factory, plan, param)
-    spec = make_config(*COMPLETEP).optimizer
+    plan = core_plan(64, 3)
+    model = build_model(plan)
 
     def summary(module):
-        opt = build_optimizer(module, spec, plan)
+        opt = build_optimizer(module, plan)
         return [(g["name"], [p.data_ptr() for p in g["params"]], g["lr"]) for g in opt.param_groups]
 
     reference = summary(model)
@@ -233,11 +246,11 @@ def test_checkpoint_round_trip_keeps_weights_and_plan(train):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     plan = ckpt["scaling_lab"]["plan"]
     assert plan["parametrization"] == "completep" and plan["r_n"] == 2.0
-    factory, param, fresh = _compose_plan(*COMPLETEP, "model.width=64")
+    fresh = core_plan(64)
     from src.tasks.causal_lm import CausalLMTask
 
     torch.manual_seed(123)  # a different init: loading must replace it exactly, with no re-scaling
-    task = CausalLMTask(build_model(factory, fresh, param), fresh, {}, lambda step, total: 1.0, 2)
+    task = CausalLMTask(build_model(fresh), functools.partial(build_optimizer, plan=fresh), lambda step, total: 1.0, 2)
     assert plan == fresh.to_dict()
     task.load_state_dict(ckpt["state_dict"])
     for name, value in ckpt["state_dict"].items():
@@ -270,7 +283,7 @@ ROWS = {
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_each_optimizer_lands_on_its_table_row(name):
-    _, _, plan = _compose_plan(*COMPLETEP, f"optimizer={name}", "model.width=128", "model.depth=4")
+    plan = core_plan(128, 4, optimizer=name)
     groups = {row.group.split("/")[-1]: row for row in plan.rows}
     hidden, vector = groups["branch.hidden"], groups["branch.vector"]
     lr, wd, eps, vector_lr = ROWS[name]
@@ -280,9 +293,8 @@ def test_each_optimizer_lands_on_its_table_row(name):
 
 
 def test_muon_is_a_hybrid_with_its_rest_at_lr_ratio():
-    factory, param, plan = _compose_plan(*COMPLETEP, "optimizer=muon", "model.width=64")
-    model = build_model(factory, plan, param)
-    opt = build_optimizer(model, make_config(*COMPLETEP, "optimizer=muon").optimizer, plan)
+    plan = core_plan(64, optimizer="muon")
+    opt = build_optimizer(build_model(plan), plan)
     assert isinstance(opt, HybridOptimizer)
     groups = {g["name"]: g for g in opt.param_groups}
     assert groups["Muon/branch.hidden"]["lr"] == pytest.approx(2e-2)  # Muon row: hidden η
@@ -299,7 +311,7 @@ def test_muon_is_a_hybrid_with_its_rest_at_lr_ratio():
     ([*UNTIED, "parametrization=mup", "parametrization.base_width=40"],
      "parametrization=mup (base width 40, base depth 4): model: width=40 is not divisible by head_dim=16"),
     ([*UNTIED, "parametrization=mup", "+optimizer.momentum=0.9", "optimizer._target_=torch.optim.RMSprop"],
-     "optimizer._target_=torch.optim.RMSprop has no μP rule"),
+     "RMSprop has no μP rule"),
     ([*UNTIED, "parametrization=completep", "parametrization.base_depth=0"],
      "parametrization: base_depth=0: completep needs a positive base size"),
 ])
@@ -315,7 +327,14 @@ def test_sp_accepts_any_optimizer_and_a_tied_head():
 
 def test_make_plan_direct_api_matches_config_path():
     param = Parametrization(name="completep", width_rule=True, depth_rule="k2", base_width=32, base_depth=2)
-    plan = make_plan(gpt2_factory, 64, 4, 8, param, {"_target_": "torch.optim.AdamW", "lr": 1e-3, "eps": 1e-8})
+    plan = make_plan(gpt2_factory, 64, 4, 8, param, OptimizerSpec(torch.optim.AdamW, 1e-3, kwargs={"eps": 1e-8}))
     rows = {r.name: r for r in plan.rows}
     assert rows["blocks.3.mlp.up.weight"].lr_mult == 0.5 and rows["head.weight"].forward_mult == 0.5
     assert plan.model_kwargs["branch_mult"] == 0.5
+
+
+def test_the_config_path_gives_the_core_api_plan():
+    from src.assemble import assemble
+
+    cfg = make_config(*COMPLETEP, "model.width=128", "model.depth=4", "optimizer=muon")
+    assert assemble(cfg, {"vocab_size": 256}).to_dict() == core_plan(128, 4, optimizer="muon").to_dict()

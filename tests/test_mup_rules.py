@@ -1,4 +1,4 @@
-"""Every cell of the width–depth paper's tables (reference/width_depth.md §4) comes out of rules.rule.
+"""Every cell of the width–depth paper's tables (docs/mup.md, “Per-optimizer tables”) comes out of rules.rule.
 
 Cells are (exponent of r_n, exponent of r_L). Rows: k ≥ 2 (CompleteP rule) and k = 1 (Depth-μP rule),
 for input / hidden / output weights and the hidden bias ("vector" inside a residual branch).
@@ -52,9 +52,11 @@ K2 = {
         "wd": {"input": P(), "hidden": P(1), "output": P()},
         "eps": {"hidden": P(-2, -2)},
     },
+    # relative steps (step × RMS(W) ∝ init): η and λ carry the init multiplier, so that ηλ is the
+    # absolute form's (torch's decay W ← W(1 − ηλ) is not scaled by RMS(W))
     ("Adafactor relative", "sign", "adafactor", True): {
         "lr": {"input": P(), "hidden": P(-HALF), "output": P()},
-        "wd": {"input": P(), "hidden": P(1), "output": P()},
+        "wd": {"input": P(), "hidden": P(HALF), "output": P()},
         "eps": {"hidden": P(-2, -2)},
     },
 }

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from src.config import plain
-from src.runs import config_hash
+from src.assemble import plain
+from src.records import config_hash
 from tests.conftest import ROOT, TINY, make_config, run_cli
 
 
@@ -85,7 +85,7 @@ def test_a_failed_job_is_a_missing_point_not_a_divergence(tmp_path):
 
 
 def test_mutransfer_refuses_an_optimum_that_depends_on_a_failed_job(tmp_path):
-    from src.config import ConfigError
+    from src.errors import ConfigError
     from src.sweeps import mutransfer
 
     def target(sweep, *more):
@@ -105,6 +105,17 @@ def test_mutransfer_refuses_an_optimum_that_depends_on_a_failed_job(tmp_path):
     assert info["flag"] == "next to failed"
     cfg, info = mutransfer.apply(target(tmp_path / "far"))
     assert info["log2_lr"] == pytest.approx(-8) and info["flag"] is None
+
+
+def test_mutransfer_reads_a_proxy_sweep_without_writing_into_it(tmp_path):
+    from src.sweeps import mutransfer
+
+    _seeded_sweep(tmp_path, None)  # no report yet: μTransfer analyses the records in memory
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    cfg, info = mutransfer.apply(make_config(*TINY, "parametrization=completep", "optimizer=adamw",
+                                             "model.width=256", f"mutransfer.from={tmp_path}"))
+    assert info["log2_lr"] == pytest.approx(-8, abs=0.01) and cfg.optimizer.lr == pytest.approx(2.0**info["log2_lr"])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written, nothing touched
 
 
 HOLD = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
@@ -130,7 +141,7 @@ def test_a_single_run_into_a_held_dir_is_refused_before_it_trains(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    from src.runs import claim
+    from src.records import claim
 
     with claim(run_dir) as holder_now:  # the claim died with its holder (kill -9)
         assert holder_now is None
@@ -311,7 +322,7 @@ def test_sigterm_stops_an_in_process_sweep_with_a_partial_report(tmp_path):
 
 
 def test_a_truncated_record_is_an_unfinished_job_named_in_one_warning(tmp_path, caplog):
-    from src.runs import read_record
+    from src.records import read_record
     from src.sweeps import report
     from tests.test_sweeps import _write
 
@@ -336,7 +347,7 @@ def _trained(tmp_path: Path, name: str, *more: str) -> Path:
 def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path):
     import torch
 
-    from src.runs import previous_checkpoint, resumable_checkpoint
+    from src.records import previous_checkpoint, resumable_checkpoint
 
     run_dir = _trained(tmp_path, "run")
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -347,7 +358,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(tmp_path):
 
 def test_init_from_a_damaged_checkpoint_is_one_line(tmp_path):
     from src.checkpoints import load_model
-    from src.config import ConfigError
+    from src.errors import ConfigError
 
     source = _trained(tmp_path, "source")
     last = source / "checkpoints" / "last.ckpt"
@@ -359,7 +370,7 @@ def test_init_from_a_damaged_checkpoint_is_one_line(tmp_path):
 def test_a_full_disk_removes_the_partial_file_and_says_so(tmp_path):
     import errno as errno_module
 
-    from src.runs import write_atomically
+    from src.records import write_atomically
 
     target = tmp_path / "last.ckpt"
     target.write_text("previous")
@@ -402,7 +413,7 @@ def test_a_run_on_a_full_disk_stops_with_one_line_and_leaves_no_partial_files(tm
      "row 2: chosen equals rejected"),
 ])
 def test_bad_preference_rows_are_one_line_naming_file_and_row(tmp_path, content, message):
-    from src.config import ConfigError
+    from src.errors import ConfigError
     from src.data.pairs import read_rows
 
     path = tmp_path / "pairs.jsonl"
@@ -416,8 +427,8 @@ def test_an_empty_or_truncated_image_is_one_line(tmp_path, damage):
     import numpy as np
     from PIL import Image
 
-    from src.config import ConfigError
-    from src.data.images import ImageFolderData
+    from src.errors import ConfigError
+    from src.data.image_files import ImageFolderData
 
     (tmp_path / "cat").mkdir()
     for i in range(3):
@@ -428,7 +439,8 @@ def test_an_empty_or_truncated_image_is_one_line(tmp_path, damage):
 
 
 def test_betas_of_the_wrong_length_are_one_line():
-    from src.config import ConfigError, check
+    from src.errors import ConfigError
+    from src.config_checks import check
 
     with pytest.raises(ConfigError, match="^optimizer: "):
         check(make_config(*TINY, "optimizer.betas=[0.9]"))
@@ -559,7 +571,7 @@ def test_a_sweep_killed_raced_and_relaunched_ends_with_the_undisturbed_transfer_
 
 def test_a_relaunched_sweep_reruns_a_job_whose_record_is_truncated(train, caplog):
     from src.run import run
-    from src.runs import read_record
+    from src.records import read_record
 
     args = [*TINY, "steps=4", "val_every=2", "ckpt_every=2"]
     metric, run_dir = train(*args)

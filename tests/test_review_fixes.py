@@ -10,15 +10,14 @@ from fractions import Fraction as F
 import pytest
 import torch
 
-from src.config import plain
 from src.models.gpt2 import GPT2
 from src.models.pixart import PixArt
 from src.models.uvit import UViT
-from src.mup.optim import build_optimizer
+from src.mup.optim import OptimizerSpec, build_optimizer
 from src.mup.plan import Parametrization, build_model, make_plan
 from src.mup.rules import Power, rule
 from tests.conftest import make_config
-from tests.test_mup_core import COMPLETEP, _compose_plan
+from tests.test_mup_core import COMPLETEP, core_plan
 
 COMPLETEP_K2 = Parametrization(name="completep", width_rule=True, depth_rule="k2", base_width=16, base_depth=1)
 
@@ -27,7 +26,7 @@ def test_uvit_long_skip_gets_plain_hidden_rules():
     """W_skip [h ; skip] replaces the stream, unscaled by the branch multiplier: under CompleteP + SGD at
     r_L = 4 it keeps forward ×1 and LR ×1 (a branch would get ×1/r_L and ×r_L), like the time MLP."""
     factory = functools.partial(UViT, image_size=8, in_channels=1, num_classes=3, head_dim=8, patch_size=2)
-    plan = make_plan(factory, 64, 4, 8, COMPLETEP_K2, {"_target_": "torch.optim.SGD", "lr": 0.1})
+    plan = make_plan(factory, 64, 4, 8, COMPLETEP_K2, OptimizerSpec(torch.optim.SGD, 0.1))
     rows = {row.key: row for row in plan.rows}
     skip, plain_hidden = rows["out_blocks.*.skip.weight"], rows["time_embed.0.weight"]
     assert (skip.group, skip.in_branch) == ("hidden", False)
@@ -78,7 +77,7 @@ def test_shampoo_decays_decoupled_on_the_papers_row(name, row):
     cfg = make_config(*COMPLETEP, f"optimizer={name}")
     key = {"shampoo": "weight_decouple", "shampoo_grafted": "decoupled_weight_decay"}[name]
     assert cfg.optimizer[key] is True
-    _, _, plan = _compose_plan(*COMPLETEP, f"optimizer={name}", "model.width=128", "model.depth=4")
+    plan = core_plan(128, 4, optimizer=name)
     wd = {row.group: row.wd_mult for row in plan.rows}
     assert (wd["input"], wd["branch.hidden"], wd["output"]) == pytest.approx(row)
 
@@ -86,11 +85,9 @@ def test_shampoo_decays_decoupled_on_the_papers_row(name, row):
 def test_l2_decay_is_kept_only_where_the_optimizer_applies_it_to_the_gradient():
     """Shampoo's coupled decay joins G before the preconditioner (L2 rule: λ ∝ gradient entries/init =
     r_n^-½·r_L^-1); ScalableShampoo's coupled decay joins the preconditioned step, the paper's row."""
-    sizes = ("model.width=128", "model.depth=4")
-    _, _, coupled = _compose_plan(*COMPLETEP, "optimizer=shampoo", "optimizer.weight_decouple=false", *sizes)
+    coupled = core_plan(128, 4, optimizer="shampoo", weight_decouple=False)
     assert {r.group: r.wd_mult for r in coupled.rows}["branch.hidden"] == pytest.approx(1 / 4)
-    _, _, grafted = _compose_plan(*COMPLETEP, "optimizer=shampoo_grafted",
-                                  "optimizer.decoupled_weight_decay=false", *sizes)
+    grafted = core_plan(128, 4, optimizer="shampoo_grafted", decoupled_weight_decay=False)
     assert {r.group: r.wd_mult for r in grafted.rows}["branch.hidden"] == pytest.approx(4)
 
 
@@ -119,7 +116,7 @@ def test_adafactor_eps_follow_their_units(group, shape, size):
     """At (r_n, r_L) = (4, 2) a branch's gradient entries shrink by 1/(r_n·r_L) and RMS(W) by the init
     multiplier; with the plan's (ε₁, ε₂) torch's Adafactor then takes exactly the base step × init,
     with both ε's binding (RMS(W) < ε₂)."""
-    _, _, plan = _compose_plan(*COMPLETEP, "optimizer=adafactor", "model.width=128", "model.depth=4")
+    plan = core_plan(128, 4, optimizer="adafactor")
     row = next(r for r in plan.rows if r.group == group)
     torch.manual_seed(0)
     weight, grad = 1e-4 * torch.randn(shape), size * torch.randn(shape)
@@ -131,9 +128,8 @@ def test_adafactor_eps_follow_their_units(group, shape, size):
 
 
 def test_adafactor_groups_get_both_eps():
-    factory, param, plan = _compose_plan(*COMPLETEP, "optimizer=adafactor", "model.width=128", "model.depth=4")
-    spec = plain(make_config(*COMPLETEP, "optimizer=adafactor").optimizer)
-    opt = build_optimizer(build_model(factory, plan, param), spec, plan)
+    plan = core_plan(128, 4, optimizer="adafactor")
+    opt = build_optimizer(build_model(plan), plan)
     eps = {g["name"]: g["eps"] for g in opt.param_groups}
     eps1 = torch.finfo(torch.float32).eps
     assert eps["branch.hidden"] == pytest.approx((eps1 / 64, 1e-3 / 2))  # G² units; RMS(W) ∝ r_n^-½
@@ -143,8 +139,8 @@ def test_adafactor_groups_get_both_eps():
 def test_plan_table_shows_constant_inits():
     param = Parametrization(name="mup", width_rule=True, base_width=32, base_depth=2, zero_readout=True)
     factory = functools.partial(GPT2, vocab_size=64, max_seq_len=16, head_dim=8, tie_head=False)
-    plan = make_plan(factory, 64, 2, 8, param, {"_target_": "torch.optim.AdamW", "lr": 1e-3, "eps": 1e-8})
-    build_model(factory, plan, param)
+    plan = make_plan(factory, 64, 2, 8, param, OptimizerSpec(torch.optim.AdamW, 1e-3, kwargs={"eps": 1e-8}))
+    build_model(plan)
     lines = {line.split()[0]: line.split() for line in plan.table().splitlines()[2:]}
     init_col = lines["name"].index("init")
     cell = lambda name: " ".join(lines[name][init_col:init_col + 2])  # noqa: E731
@@ -163,7 +159,7 @@ def test_adafactor_groups_share_one_set_of_multipliers(model, extra):
     factory = functools.partial(model, image_size=8, in_channels=1, num_classes=10, head_dim=16, patch_size=2,
                                 **extra)
     param = Parametrization(name="completep", width_rule=True, depth_rule="k2", base_width=32, base_depth=2)
-    plan = make_plan(factory, 128, 4, 16, param, {"_target_": "torch.optim.Adafactor", "lr": 1e-2, "eps": [None, 1e-3]})
+    plan = make_plan(factory, 128, 4, 16, param, OptimizerSpec(torch.optim.Adafactor, 1e-2, kwargs={"eps": [None, 1e-3]}))
     groups: dict[str, set] = {}
     for r in plan.rows:
         groups.setdefault(r.group, set()).add((r.lr_mult, r.wd_mult, r.eps_mult))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.runs import config_hash, read_record
+from src.records import config_hash, read_record
 from tests.conftest import ROOT, TINY, make_config, run_cli
 
 SHORT = [*TINY, "steps=4", "val_every=2", "ckpt_every=2", "log_every=1"]
@@ -78,7 +79,7 @@ def test_same_seed_same_result_and_a_new_seed_differs(train):
 
 def test_config_hash_covers_results_not_paths():
     base = make_config(*TINY)
-    from src.config import plain
+    from src.assemble import plain
 
     h = config_hash(plain(base))
     assert h == config_hash(plain(make_config(*TINY, "logger=none", "paths.output_dir=elsewhere",
@@ -199,14 +200,15 @@ def test_ema_is_the_average_of_the_trained_weights_in_the_final_checkpoint(train
     assert not torch.equal(w1["model.tok_emb.weight"], w2["model.tok_emb.weight"])
     for key, value in average.items():
         torch.testing.assert_close(value, 0.25 * w1[key] + 0.75 * w2[key])
-    from src.config import ConfigError, check
+    from src.errors import ConfigError
+    from src.config_checks import check
 
     with pytest.raises(ConfigError, match=r"ema_decay=1.5 must be null \(no EMA\) or a number in \(0, 1\)"):
         check(make_config(*SHORT, "ema_decay=1.5"))
 
 
 def test_run_dirs_are_claimed_once_and_hydra_files_never_rewritten(tmp_path):
-    import src.config as config
+    import src.resolvers as config
 
     path = str(tmp_path / "runs" / "2026-01-01_00-00-00")
     first = config.claim_run_dir(None, path)
@@ -220,7 +222,8 @@ def test_run_dirs_are_claimed_once_and_hydra_files_never_rewritten(tmp_path):
 
 
 def test_the_task_schedule_keeps_every_groups_ratio():
-    from src.config import model_plan
+    from src.assemble import assemble
+    from src.mup.optim import build_optimizer
     from src.mup.plan import build_model
     from src.tasks.causal_lm import CausalLMTask
     from src.training.schedules import cosine
@@ -228,8 +231,8 @@ def test_the_task_schedule_keeps_every_groups_ratio():
     args = [*TINY, "model.tie_head=false", "parametrization=completep", "parametrization.base_width=16",
             "parametrization.base_depth=1"]
     cfg = make_config(*args)
-    factory, param, plan = model_plan(cfg, {"vocab_size": 256})
-    task = CausalLMTask(build_model(factory, plan, param), plan, dict(cfg.optimizer), cosine, steps=20)
+    plan = assemble(cfg, {"vocab_size": 256})
+    task = CausalLMTask(build_model(plan), functools.partial(build_optimizer, plan=plan), cosine, steps=20)
     config = task.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
     ratios = {g["name"]: g["lr"] / opt.param_groups[0]["lr"] for g in opt.param_groups}
@@ -314,3 +317,23 @@ def test_printed_results_point_at_metrics_json(train, caplog):
         _, run_dir = train(*SHORT, "steps=2")
     assert f"results: {run_dir / 'metrics.json'}" in caplog.text
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_best_metrics_follow_the_directions_the_task_declares():
+    """A task states which way each validation metric improves; nothing is guessed from its name."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from src.jobs.train import summarize
+    from src.tasks.preference import PreferenceTask
+
+    history = [{"step": 1, "val/loss": 2.0, "val/score": -1.0, "val/accuracy": 0.1},
+               {"step": 2, "val/loss": 1.0, "val/score": 0.5, "val/accuracy": 0.3},
+               {"step": 3, "val/loss": 1.5, "val/score": 0.2, "val/accuracy": 0.2}]
+    task = SimpleNamespace(history=history, last_train_loss=None, rate_count=0, item_name="tokens",
+                           metric_goals=PreferenceTask.metric_goals)
+    cfg = OmegaConf.create({"sweep_metric": {"key": "val/loss", "last_n": 1}})
+    metrics, sweep_metric = summarize(task, "ok", cfg)
+    assert metrics["best"] == {"val/loss": 1.0, "val/score": 0.5, "val/accuracy": 0.3}
+    assert sweep_metric == 1.5 and metrics["final"]["val/score"] == 0.2

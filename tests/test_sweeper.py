@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from src.runs import read_record
+from src.records import read_record
 from src.sweeps import archive
 from src.sweeps.collect import points, records
 from src.sweeps.sweeper import training_signature

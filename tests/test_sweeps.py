@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from src.runs import read_record
+from src.records import read_record
 from src.sweeps import report as report_module
 from src.sweeps.collect import points, records
 from src.sweeps.transfer import Curve, analyse, parabola_vertex
@@ -26,7 +26,7 @@ def _write(root, arm, width, depth, log2_lr, loss, status="ok", seed=0):
     job.mkdir(parents=True)
     config = {"seed": seed, "model": {"width": width, "depth": depth},
               "optimizer": {"_target_": "torch.optim.AdamW", "lr": 2.0**log2_lr},
-              "parametrization": {"name": arm},
+              "parametrization": {"name": arm, "width_rule": arm != "sp"},
               "sweep": {"arm_keys": ARM_KEYS, "base_width": 64, "base_depth": 2}}
     record = {"status": status, "config": config, "config_hash": "x", "steps": 10, "wall_time_s": 1.0,
               "sweep_metric": loss if status == "ok" else math.inf, "metrics": {}, "plan": {}}
@@ -157,7 +157,7 @@ def test_a_job_that_failed_before_saving_its_config_is_left_alone_or_rerun(train
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_dir
 
-    from src.config import CONF_DIR
+    from src.assemble import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra
@@ -248,7 +248,7 @@ def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
 
 
 def test_long_job_dirnames_are_shortened_stably():
-    from src.config import job_dirname
+    from src.resolvers import job_dirname
 
     short = "model.width:128+sweep.log2_lr:-9"
     assert job_dirname(short) == short

@@ -1,4 +1,4 @@
-"""Overhead of the spectral monitor (src/mup/spectral.py) as a fraction of training-step time.
+"""Overhead of the spectral monitor (src/training/spectral_monitor.py) as a fraction of training-step time.
 
     .venv/bin/python experiments/benchmarks/spectral_monitor.py [--width 128 --depth 4 --every 50]
 
@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from src.models.gpt2 import GPT2  # noqa: E402
+from src.mup.optim import OptimizerSpec
 from src.mup.plan import Parametrization, make_plan  # noqa: E402
-from src.mup.spectral import SpectralMonitor  # noqa: E402
+from src.training.spectral_monitor import SpectralMonitor  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = factory(width=args.width, depth=args.depth)
     plan = make_plan(factory, args.width, args.depth, args.head_dim, Parametrization(),
-                     {"_target_": "torch.optim.AdamW", "lr": 1e-3})
+                     OptimizerSpec(torch.optim.AdamW, 1e-3))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (args.batch, args.seq))
     y = torch.randint(0, 256, (args.batch, args.seq))

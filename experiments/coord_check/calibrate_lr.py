@@ -18,7 +18,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.config import CONF_DIR, build, compose_option
+from src import resolvers  # noqa: F401 — conf/'s resolvers
+from src.assemble import CONF_DIR, compose_option, instantiate
 from src.jobs.coord_check import _measure
 
 
@@ -26,7 +27,7 @@ def calibrate(experiment: str, lrs: list[float], seeds=(0, 1)) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}"])
     spec = cfg.coord_check
-    data = build(cfg.data, "data")
+    data = instantiate(cfg.data, "data")
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     arm = OmegaConf.merge(compose_option("parametrization", "completep"), spec.parametrization,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from src.config import CONF_DIR
+from src import resolvers  # noqa: F401 — conf/'s resolvers
+from src.assemble import CONF_DIR
 
 HERE = Path(__file__).parent
 FAMILIES = ("adamw", "lion", "sgd", "muon", "muon_kimi", "adafactor", "soap", "shampoo_grafted")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from src.config import CONF_DIR, model_plan, plain  # noqa: E402
+from src import resolvers  # noqa: E402, F401 — conf/'s resolvers
+from src.assemble import CONF_DIR, assemble  # noqa: E402
 from src.mup.optim import build_optimizer  # noqa: E402
 from src.mup.plan import build_model  # noqa: E402
 
@@ -37,9 +38,9 @@ def step_time(family: str, size: str, batch: int, seq: int, steps: int) -> float
         cfg = compose("config", overrides=["experiment=gpt2_optimizer_families", "hydra.mode=RUN",
                                            f"optimizer={family}", "parametrization=completep", f"sweep.size={size}",
                                            f"data.batch_size={batch}", f"data.seq_len={seq}"])
-    factory, param, plan = model_plan(cfg, {"vocab_size": 256})
-    model = build_model(factory, plan, param)
-    optimizer = build_optimizer(model, plain(cfg.optimizer), plan)
+    plan = assemble(cfg, {"vocab_size": 256})
+    model = build_model(plan)
+    optimizer = build_optimizer(model, plan)
     tokens = torch.randint(0, 256, (batch, seq + 1), generator=torch.Generator().manual_seed(0))
     times = []
     for i in range(steps + 2):  # two warmup steps

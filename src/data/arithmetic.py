@@ -4,7 +4,8 @@ Problems are every (a, b) with a, b < 10^digits; ``val_size`` of them (a seeded 
 held out and never trained on. SFT rows are partly noisy: with probability ``noise`` the completion
 is a wrong sum (a + b ± 1, ± 10 or ± 100, never negative), so the SFT model learns a mix and a
 preference stage has something to fix. ``answer_correct`` is the exact-match check the evaluation uses.
-``ArithmeticPreferenceData`` turns an SFT run's own samples into preference pairs.
+``ArithmeticPreferenceData`` serves preference pairs built from an SFT run's own samples
+(``src/eval/sampled_pairs.py``), cached as JSONL.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.data.pairs import PREFERENCE_FIELDS, SFT_FIELDS, PairData, read_rows
-from src.runs import last_checkpoint
+from src.records import last_checkpoint
 
 OFFSETS = (-100, -10, -1, 1, 10, 100)
 
@@ -118,47 +118,13 @@ class ArithmeticPreferenceData(PairData):
 
     def rows(self) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
         path = self.cache_path()
-        if not path.exists():
-            rows = self.build()
+        if not path.exists():  # a step of its own: sample the SFT model (src/eval/sampled_pairs.py)
+            from src.eval.sampled_pairs import sampled_pairs
+
+            rows = sampled_pairs(self.sft_run, self.layout, self.prompts, self.samples, self.temperature, self.seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             os.replace(tmp, path)
         rows = read_rows(str(path), PREFERENCE_FIELDS + ("split",))
         return [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"], str(path)
-
-    def build(self) -> list[dict[str, str]]:
-        from src.checkpoints import load_model
-        from src.tasks.masked_lm import sampled_answers
-
-        model, _, sft = load_model(self.sft_run)
-        if not isinstance(sft, ArithmeticSFTData) or sft.layout.length != self.layout.length:
-            raise ConfigError(f"data.sft_run={self.sft_run}: not an arithmetic SFT run with max_length={self.layout.length}")
-        train, val = split_problems(sft.digits, sft.val_size, sft.seed)
-        pick = np.random.default_rng([self.seed, 17]).permutation(len(train))[: self.prompts]
-        gen = torch.Generator().manual_seed(self.seed)
-        rows = []
-        for split, chosen in (("train", [train[i] for i in sorted(pick)]), ("val", val)):
-            texts = [prompt(a, b) for a, b in chosen for _ in range(self.samples)]
-            encoded = [self.layout.encode(t, "0") for t in texts]
-            tokens = torch.from_numpy(np.stack([e[0] for e in encoded]))
-            prompt_mask = torch.from_numpy(np.stack([~(e[1] | e[2]) for e in encoded]))
-            answers = [self.layout.decode(a.tolist()) for a in
-                       sampled_answers(model, tokens, prompt_mask, model.mask_id, gen=gen, temperature=self.temperature)]
-            rng = np.random.default_rng([self.seed, 19, len(rows)])
-            for k, (a, b) in enumerate(chosen):
-                mine = answers[k * self.samples: (k + 1) * self.samples]
-                right = [x for x in mine if answer_correct(prompt(a, b), x)]
-                room = self.layout.length - len(self.layout.prompt(prompt(a, b))) - 1  # for the answer, before EOS
-                wrong = [x for x in mine if x.strip() and not answer_correct(prompt(a, b), x)
-                         and len(self.layout.tokenizer.encode(x)) <= room]
-                if split == "train" and right and wrong:
-                    rows.append({"prompt": prompt(a, b), "chosen": right[0], "rejected": str(rng.choice(wrong)),
-                                 "split": split})
-                elif split == "val":
-                    rejected = str(rng.choice(wrong)) if wrong else str(wrong_sum(a, b, rng))
-                    rows.append({"prompt": prompt(a, b), "chosen": str(a + b), "rejected": rejected, "split": split})
-        if not any(r["split"] == "train" for r in rows):
-            raise ConfigError(f"data.sft_run={self.sft_run}: its samples gave no (right, wrong) pair; raise "
-                              "data.temperature or data.samples")
-        return rows

@@ -1,4 +1,4 @@
-"""The VRPO variance testbed (reference/vrpo.md §6): a prompt-conditioned Markov chain.
+"""The VRPO variance testbed (docs/vrpo.md, “The variance testbed”): a prompt-conditioned Markov chain.
 
 Vocabulary: K content tokens (the model adds the mask token). A prompt is two tokens (a, b); the
 response y has L tokens:

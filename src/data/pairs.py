@@ -20,7 +20,8 @@ every held-out row, in order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from src.checks import check_sizes
-from src.config import ConfigError
+from src.errors import ConfigError
 from src.data.hf import load_hf_split
-from src.data.text import _private_generator, load_tokenizer
+from src.data.batches import heldout_loader, train_loader
+from src.data.text import load_tokenizer
 
 SFT_FIELDS = ("prompt", "completion")
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
@@ -148,22 +150,10 @@ class Rows(Dataset):
         return {**{k: v[i] for k, v in self.tensors.items()}, "index": torch.tensor(i)}
 
 
-class RandomRows(IterableDataset):
-    """Endless training batches; batch s holds the rows drawn from SeedSequence([seed, s, rank])."""
-
-    def __init__(self, rows: Rows, batch_size: int, seed: int, start_step: int = 0, rank: int = 0) -> None:
-        self.rows, self.batch_size, self.seed, self.start_step, self.rank = rows, batch_size, seed, start_step, rank
-
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        pick = np.random.default_rng([self.seed, step, self.rank]).integers(0, len(self.rows), self.batch_size)
-        index = torch.from_numpy(pick)
-        return {**{k: v[index] for k, v in self.rows.tensors.items()}, "index": index}
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
+def random_rows(rows: Rows, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A training batch of rows drawn with replacement (and their indices)."""
+    index = torch.from_numpy(rng.integers(0, len(rows), batch_size))
+    return {**{k: v[index] for k, v in rows.tensors.items()}, "index": index}
 
 
 class PairData(L.LightningDataModule):
@@ -202,14 +192,10 @@ class PairData(L.LightningDataModule):
         self.val = Rows(encode_rows(self.layout, val, self.responses, [f"{name}: held-out row {i}" for i in range(len(val))]))
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        start = trainer.global_step if trainer is not None else 0
-        rank = trainer.global_rank if trainer is not None else 0
-        return DataLoader(RandomRows(self.train, self.batch_size, self.seed, start, rank), batch_size=None,
-                          generator=_private_generator())
+        return train_loader(self.trainer, partial(random_rows, self.train, self.batch_size), self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, generator=_private_generator())
+        return heldout_loader(self.val, self.batch_size)
 
 
 def split_rows(rows: list[dict[str, str]], val_size: int, seed: int, name: str

@@ -3,9 +3,8 @@
 Every source yields (split, text) documents; they are tokenized once into a cached token file per
 split and served as windows of seq_len + 1 tokens:
 
-* training batch at step s on rank r is a pure function of (seed, s, r): B window offsets drawn
-  from numpy's Generator seeded with SeedSequence([seed, s, r]). Every model size and arm of a sweep
-  sees the same batches (common random numbers), and resuming at step s needs no sampler state;
+* training batch at step s on rank r: B window offsets drawn from SeedSequence([seed, s, r])
+  (``src/data/batches.py``: common random numbers across a sweep, exact resume);
 * validation uses ``val_batches · batch_size`` fixed windows spread evenly over the validation split.
 """
 
@@ -13,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+from functools import partial
 import logging
 import os
 import sys
@@ -23,10 +23,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from src.checks import check_sizes
-from src.config import ConfigError
+from src.errors import ConfigError
+from src.data.batches import hash_unit, heldout_loader, train_loader
 from src.data.hf import load_hf_split
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,12 @@ def load_tokenizer(path: str | None) -> ByteTokenizer | HFTokenizer:
 # --------------------------------------------------------------------------- windows
 
 
-class RandomWindows(IterableDataset):
-    """Endless training batches (x, y) of shape (B, T); batch s is drawn from SeedSequence([seed, s, rank])."""
-
-    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int,
-                 start_step: int = 0, rank: int = 0) -> None:
-        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
-        self.seed, self.start_step, self.rank = seed, start_step, rank
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, step, self.rank])
-        offsets = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
-        window = torch.from_numpy(
-            self.tokens[offsets[:, None] + np.arange(self.seq_len + 1)].astype(np.int64)
-        )
-        return window[:, :-1], window[:, 1:]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        step = self.start_step
-        while True:
-            yield self.batch(step)
-            step += 1
+def random_windows(tokens: np.ndarray, seq_len: int, batch_size: int, rng: np.random.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch (x, y) of shape (B, T): windows of T + 1 tokens at random offsets."""
+    offsets = rng.integers(0, len(tokens) - seq_len, size=batch_size)
+    window = torch.from_numpy(tokens[offsets[:, None] + np.arange(seq_len + 1)].astype(np.int64))
+    return window[:, :-1], window[:, 1:]
 
 
 class FixedWindows(Dataset):
@@ -141,16 +127,9 @@ class FixedWindows(Dataset):
 # --------------------------------------------------------------------------- data modules
 
 
-def _private_generator() -> torch.Generator:
-    """A DataLoader draws a worker base seed from its generator each time it is iterated; with the
-    default (global) RNG that draw would shift dropout masks and break exact resume."""
-    return torch.Generator().manual_seed(0)
-
-
 def hash_split(key: str, val_fraction: float) -> str:
     """Deterministic split of a document by the hash of its key: 'val' with probability val_fraction."""
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    return "val" if h < val_fraction else "train"
+    return "val" if hash_unit(key) < val_fraction else "train"
 
 
 def tail_split(text: str, val_fraction: float) -> Iterator[tuple[str, str]]:
@@ -242,15 +221,12 @@ class TokenStreamData(L.LightningDataModule):
             self.splits[split] = tokens
 
     def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        start = trainer.global_step if trainer is not None else 0  # restored before this call on resume
-        rank = trainer.global_rank if trainer is not None else 0
-        windows = RandomWindows(self.splits["train"], self.seq_len, self.batch_size, self.seed, start, rank)
-        return DataLoader(windows, batch_size=None, generator=_private_generator())
+        draw = partial(random_windows, self.splits["train"], self.seq_len, self.batch_size)
+        return train_loader(self.trainer, draw, self.seed)
 
     def val_dataloader(self) -> DataLoader:
         windows = FixedWindows(self.splits["val"], self.seq_len, self.val_batches * self.batch_size)
-        return DataLoader(windows, batch_size=self.batch_size, shuffle=False, generator=_private_generator())
+        return heldout_loader(windows, self.batch_size)
 
 
 class PySourceData(TokenStreamData):

@@ -1,1 +1,1 @@
-"""Diffusion processes: Gaussian (DDPM, DDIM, guidance), rectified flow; the masked process later."""
+"""Diffusion processes: Gaussian (DDPM, DDIM, guidance), rectified flow, masked diffusion (LLaDA)."""

@@ -3,8 +3,8 @@
     x_t = (1 − t) x_0 + t ε,  t ∈ [0, 1]
     v   = ε − x_0,            L = mean ‖v − v_θ(x_t, t, y)‖²
 
-Training t is logit-normal (t = sigmoid(u), u ~ N(0, 1)) by default, drawn by the shared
-``TimestepSampler``. Sampling integrates dx/dt = v_θ from t = 1 to 0 with Euler steps on a shifted
+Training t is drawn by the shared ``TimestepSampler`` (``task.timesteps``: iid uniform by default;
+``logit_normal``, t = sigmoid(u) with u ~ N(0, 1), as SD3 trains MMDiT). Sampling integrates dx/dt = v_θ from t = 1 to 0 with Euler steps on a shifted
 grid σ' = sσ/(1 + (s − 1)σ) (s > 1 spends more steps at high noise). The model sees t × ``time_scale``
 so that the same sinusoidal timestep embedder serves DDPM's 0..999 and the flow's [0, 1].
 """
@@ -17,7 +17,7 @@ from src.diffusion.gaussian import ModelFn
 
 
 class RectifiedFlow:
-    learn_sigma = False
+    can_learn_sigma = False  # it predicts a velocity only (a model with learn_sigma does not fit)
 
     def __init__(self, time_scale: float = 1000.0) -> None:
         self.time_scale = time_scale

@@ -52,6 +52,8 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 class GaussianDiffusion:
     """A DDPM process over ``num_timesteps`` steps (or a respaced subsequence of one)."""
 
+    can_learn_sigma = True  # with learn_sigma, the model's second half of channels interpolates Σ
+
     def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  learn_sigma: bool = False, *, betas: torch.Tensor | None = None,
                  timestep_map: torch.Tensor | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Masked diffusion (LLaDA; reference/vrpo.md §1): the training loss and the reverse-process sampler.
+"""Masked diffusion (LLaDA; docs/vrpo.md, “Masked diffusion”): the training loss and the reverse-process sampler.
 
 Forward process: each maskable token of y becomes the mask token M independently with probability t
 (``estimators.masks``, t-form). The loss is the negative t-form ELBO term with LLaDA's floor
@@ -13,14 +13,16 @@ The sampler starts from a fully masked answer and, in ``steps`` steps split over
 blocks, predicts every masked token (argmax of the logits plus Gumbel noise at ``temperature``) and
 commits the most confident ones (``low_confidence`` remasking: the rest stay masked) or random ones
 (``random``); positions right of the current block have confidence −∞, and ``suppress`` tokens (EOS,
-EoT) get confidence −∞ so they are committed last.
+EoT) get confidence −1, below every other masked position of the block, so they are committed last.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
 from src.estimators import elbo
 from src.estimators.timesteps import Draw
@@ -88,3 +90,24 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, gen_length: int, mask_i
                 commit[row, order[row, : counts[row, step]]] = True
             x = torch.where(commit, guess, x)
     return x[:, start:]
+
+
+def sampled_answers(model: nn.Module, tokens: torch.Tensor, prompt_mask: torch.Tensor, mask_id: int,
+                    gen: torch.Generator | None = None, **sampler: Any) -> list[torch.Tensor]:
+    """Answers for each row's prompt (the first prompt_mask.sum() tokens), sampled over the rest of the
+    row's length; rows are grouped by prompt length so each group is one batched sampler run."""
+    lengths = prompt_mask.sum(-1)
+    answers: list[torch.Tensor | None] = [None] * len(tokens)
+    for length in lengths.unique().tolist():
+        rows = (lengths == length).nonzero().squeeze(-1)
+        out = sample(model, tokens[rows, :length], tokens.shape[1] - length, mask_id, gen=gen, **sampler)
+        for i, row in enumerate(rows.tolist()):
+            answers[row] = out[i]
+    return answers
+
+
+def answer_hits(model: nn.Module, tokens: torch.Tensor, response: torch.Tensor, padding: torch.Tensor, layout: Any,
+                mask_id: int, **sampler: Any) -> int:
+    """How many rows' sampled answers (from their prompts) decode to the same text as their responses."""
+    answers = sampled_answers(model, tokens, ~(response | padding), mask_id, **sampler)
+    return sum(layout.decode(a.tolist()) == layout.decode(t[r].tolist()) for a, t, r in zip(answers, tokens, response))

@@ -1,6 +1,6 @@
 """Monte Carlo ELBO estimates of a masked-diffusion model, and the exact ELBO by enumeration.
 
-The ELBO of a response y (given its prompt x) is a sum over response tokens (reference/vrpo.md §2.1):
+The ELBO of a response y (given its prompt x) is a sum over response tokens (docs/vrpo.md, “The ELBO estimator”):
 
     B(y) = E_{t, y_t} ℓ(y_t, t, y),   ℓ = w · Σ_i 1[y_t^i = M] log p_θ(y^i | y_t, x)
 

@@ -4,7 +4,7 @@ A masked-diffusion ELBO estimate uses n = n_t × n_yt Monte Carlo copies: n_t ti
 n_yt masked copies of the response. ``draw`` returns them as one ``Draw``: t of shape (n, batch),
 timestep j repeated for copies j·n_yt … (j+1)·n_yt − 1, and uniform noise u of shape (n, batch,
 length), one number per position. ``masks`` turns a draw into masks and weights, for the two forms
-of the estimator (reference/vrpo.md §1.2–1.3); only ``maskable`` positions (the response, never the
+of the estimator (docs/vrpo.md, “The ELBO estimator”); only ``maskable`` positions (the response, never the
 prompt, and padding only where the caller says so) can be masked:
 
 * t-form: position i is masked when u_i < p, p = (1 − ε)·t + ε (Bernoulli(p) masks; ε = 0 is the

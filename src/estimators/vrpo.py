@@ -1,4 +1,4 @@
-"""VRPO: DPO on ELBO estimates, and the exact variance predictions of its score (reference/vrpo.md §2).
+"""VRPO: DPO on ELBO estimates, and the exact variance predictions of its score (docs/vrpo.md, “VRPO”).
 
     s = β [(B_θ − B_ref)(y_w) − (B_θ − B_ref)(y_l)],    loss = −log σ(s)
 

@@ -13,7 +13,6 @@ writes ``answers_T<τ>.json`` (accuracy, its binomial standard error, the offset
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,12 +22,12 @@ from typing import Any
 
 import torch
 
-from src.checkpoints import load_model
-from src.config import ConfigError
+from src.checkpoints import load_model, parse_run_dir_args
+from src.errors import ConfigError
 from src.data.arithmetic import offset
 from src.data.pairs import PairData
+from src.diffusion.masked import sampled_answers
 from src.estimators.timesteps import generator
-from src.tasks.masked_lm import sampled_answers
 
 
 @torch.no_grad()
@@ -65,12 +64,9 @@ def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.eval.answers", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
-    parser.add_argument("--draws", type=int, default=4, help="answers per prompt at temperature > 0")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_run_dir_args("python -m src.eval.answers", __doc__, argv,
+                              temperature=(float, 0.0, "sampling temperature (0: greedy)"),
+                              draws=(int, 4, "answers per prompt at temperature > 0"), seed=(int, 0, "sampler seed"))
     try:
         result = evaluate(args.run_dir, args.temperature, args.draws, args.seed)
     except ConfigError as err:

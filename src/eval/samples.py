@@ -14,7 +14,6 @@ writes ``samples_cfg<guidance>.png`` and ``.json`` into the run dir.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -24,12 +23,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from src.checkpoints import load_model
-from src.config import build
+from src.checkpoints import load_model, parse_run_dir_args
+from src.assemble import instantiate
 from src.diffusion.gaussian import guided
 from src.estimators.timesteps import generator
 from src.eval.images import class_accuracy, classifier, frechet_distance, save_grid
-from src.runs import CONFIG_FILE, last_checkpoint
+from src.records import CONFIG_FILE, last_checkpoint
 
 log = logging.getLogger("src.eval")
 
@@ -37,7 +36,7 @@ log = logging.getLogger("src.eval")
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, Any, Any]:
     """(model with the run's last weights, its objective, its data module) from a finished run dir."""
     model, cfg, data = load_model(run_dir)
-    return model, build(cfg.task.objective, "task.objective"), data
+    return model, instantiate(cfg.task.objective, "task.objective"), data
 
 
 @torch.no_grad()
@@ -102,12 +101,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.eval.samples", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: conditional)")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (DDIM or Euler)")
-    parser.add_argument("--per-class", type=int, default=10)
-    args = parser.parse_args(argv)
+    args = parse_run_dir_args("python -m src.eval.samples", __doc__, argv,
+                              guidance=(float, 1.0, "classifier-free guidance scale (1: conditional)"),
+                              steps=(int, 50, "sampling steps (DDIM or Euler)"),
+                              per_class=(int, 10, "samples per class"))
     if not last_checkpoint(args.run_dir).exists():
         print(f"error: {args.run_dir}: no checkpoints/last.ckpt (not a finished run dir)", file=sys.stderr)
         return 2

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, build, compose_option, model_plan, plain
+from src.assemble import assemble, build_task, compose_option, instantiate, plain
+from src.errors import ConfigError
 from src.mup import coord_check as cc
 from src.mup.optim import build_optimizer
 from src.mup.plan import build_model
-from src.runs import RunRecord, config_hash
+from src.records import RunRecord, config_hash
 
 log = logging.getLogger("src.coord_check")
 
@@ -31,12 +32,11 @@ log = logging.getLogger("src.coord_check")
 def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int, batch, inputs: dict[str, int]):
     spec = cfg.coord_check
     sized = OmegaConf.merge(cfg, {"model": {"width": width, "depth": depth}, "parametrization": arm})
-    factory, param, plan = model_plan(sized, inputs)
+    plan = assemble(sized, inputs)
     torch.manual_seed(seed)
-    model = build_model(factory, plan, param)
-    task = build(cfg.task, "task", _partial_=True)(model=model, plan=plan, optimizer=plain(cfg.optimizer),
-                                                    scheduler=None, steps=spec.steps)
-    optimizer = build_optimizer(model, plain(cfg.optimizer), plan)
+    model = build_model(plan)
+    task = build_task(sized, model, plan, None, spec.steps)
+    optimizer = build_optimizer(model, plan)
     probe = cc.Probe(model, spec.probes, plan.model_kwargs["branch_mult"])
     stats = cc.trajectory(lambda: task.loss(batch)[0], optimizer, probe, spec.steps)
     probe.remove()
@@ -58,14 +58,14 @@ def _tolerance(spec: DictConfig) -> float | None:
 def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     spec = cfg.coord_check
     tolerance = _tolerance(spec)
-    data = build(cfg.data, "data")
+    data = instantiate(cfg.data, "data")
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     rows, rules = [], {}
     for arm_name in spec.arms:
         arm = OmegaConf.merge(compose_option("parametrization", arm_name), spec.parametrization,
                               {"base_width": spec.base_width, "base_depth": spec.base_depth})
-        rules[arm_name] = build(arm, "parametrization").depth_rule
+        rules[arm_name] = instantiate(arm, "parametrization").depth_rule
         for axis, sizes in (("width", spec.widths), ("depth", spec.depths)):
             for size in sizes:
                 width, depth = (size, spec.base_depth) if axis == "width" else (spec.base_width, size)

@@ -11,10 +11,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.checkpoints import load_weights
-from src.config import ConfigError, build, model_plan, one_line, plain
+from src.assemble import assemble, build_task, instantiate, plain
 from src.mup.optim import describe_groups
 from src.mup.plan import Plan, build_model
-from src.runs import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last, resumable_checkpoint
+from src.records import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last, resumable_checkpoint
 from src.training.loggers import build_loggers, finish_loggers, log_plan
 from src.training.trainer import build_trainer
 
@@ -37,7 +37,7 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     if task.rate_count:
         final[f"train/{task.item_name}_per_s"] = task.rate_sum / task.rate_count
     keys = {k for h in history for k in h if k != "step"}
-    pick = lambda k: max if "accuracy" in k else min  # noqa: E731 — best of a loss is its minimum
+    pick = lambda k: max if task.metric_goals.get(k) == "max" else min  # noqa: E731
     best = {k: pick(k)(h[k] for h in history if k in h) for k in keys}
     key, last_n = cfg.sweep_metric.key, cfg.sweep_metric.last_n
     metric = mean_of_last(history, key, last_n) if status == "ok" else math.inf
@@ -47,18 +47,13 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
 def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     """Build data, model, task and trainer from ``cfg``; fit; return the run's record."""
     L.seed_everything(cfg.seed, verbose=False)  # model init; data and noise use their own generators
-    data = build(cfg.data, "data")
-    factory, param, plan = model_plan(cfg, data.model_inputs)
+    data = instantiate(cfg.data, "data")
+    plan = assemble(cfg, data.model_inputs)
     data.setup("fit")
-    model = build_model(factory, plan, param)
+    model = build_model(plan)
     if cfg.get("init_from"):  # start from a finished run's weights (e.g. VRPO from an SFT run)
         load_weights(model, cfg.init_from)
-    make_task = build(cfg.task, "task", _partial_=True)  # objects are passed to the partial, not via OmegaConf
-    try:  # the task's own checks of its numbers (e.g. beta > 0) are config errors too
-        task = make_task(model=model, plan=plan, optimizer=plain(cfg.optimizer),
-                         scheduler=build(cfg.scheduler, "scheduler"), steps=cfg.steps, compile=cfg.compile)
-    except ValueError as err:
-        raise ConfigError(f"task: {one_line(err)}") from err
+    task = build_task(cfg, model, plan, instantiate(cfg.scheduler, "scheduler"), cfg.steps, cfg.compile)
     loggers = build_loggers(cfg.logger, run_dir, cfg.name, {**plain(cfg), "plan": plan_summary(plan, None)})
     log_plan(loggers, plan)
     trainer, guard = build_trainer(cfg, run_dir, loggers, plan)

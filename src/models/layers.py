@@ -178,7 +178,7 @@ class Block(nn.Module):
     """Pre-norm residual block: h ← h + m·Attn(N₁(h)), then h ← h + m·MLP(N₂(h)).
 
     m is ``branch_mult``: 1 under SP, 1/r_L (CompleteP) or 1/√r_L (Depth-μP) under depth scaling.
-    ``llama`` makes it a LLaMA block: RMSNorm, SwiGLU, RoPE (and no biases when ``bias`` is false).
+    A LLaMA block is ``rms_norm=True, rope=True, swiglu=True`` (and no biases: ``bias=False``).
     """
 
     def __init__(
@@ -194,16 +194,18 @@ class Block(nn.Module):
         norm_eps: float = 1e-5,
         bias: bool = True,
         dropout: float = 0.0,
-        llama: bool = False,
+        rms_norm: bool = False,
+        rope: bool = False,
+        swiglu: bool = False,
     ) -> None:
         super().__init__()
         self.branch_mult = float(branch_mult)
-        self.norm1 = make_norm(width, norm, norm_eps, bias, rms=llama)
+        self.norm1 = make_norm(width, norm, norm_eps, bias, rms=rms_norm)
         self.attn = Attention(
-            width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout, rope=llama
+            width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout, rope=rope
         )
-        self.norm2 = make_norm(width, norm, norm_eps, bias, rms=llama)
-        self.mlp = (SwiGLU(width, mlp_ratio, bias=bias, dropout=dropout) if llama
+        self.norm2 = make_norm(width, norm, norm_eps, bias, rms=rms_norm)
+        self.mlp = (SwiGLU(width, mlp_ratio, bias=bias, dropout=dropout) if swiglu
                     else MLP(width, mlp_ratio, bias=bias, dropout=dropout))
 
     def residual_projections(self) -> list[nn.Linear]:

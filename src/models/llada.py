@@ -48,7 +48,8 @@ class LLaDA(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size + 1, width)
         self.blocks = nn.ModuleList(
             Block(width, head_dim, mlp_ratio=mlp_ratio, branch_mult=branch_mult, attn_scale=attn_scale,
-                  causal=False, norm_eps=norm_eps, bias=False, dropout=dropout, llama=True)
+                  causal=False, norm_eps=norm_eps, bias=False, dropout=dropout, rms_norm=True, rope=True,
+                  swiglu=True)
             for _ in range(depth)
         )
         self.norm_final = make_norm(width, eps=norm_eps, rms=True)

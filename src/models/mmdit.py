@@ -10,8 +10,8 @@
     out = W_out (α_out · modulate(LN(x_L), shift, scale)) → unpatchify      (the c stream is dropped)
 
 QK-norm is RMSNorm over each head's q and k (gains of size d_head: finite, constant LR), so the
-logits do not depend on the q/k scale and the query is not zero-initialised (reference/dit_mup.md
-§2.4). As in SD3 the last block's condition stream only feeds the attention (no output projection
+logits do not depend on the q/k scale and the query is not zero-initialised (docs/dit_mup.md,
+“MMDiT”). As in SD3 the last block's condition stream only feeds the attention (no output projection
 or MLP); that block lives outside the block list and is marked a residual branch in ``mup_roles``.
 """
 
@@ -94,7 +94,7 @@ class MMDiT(ImageDenoiser):
                          mlp_ratio=mlp_ratio, cond_dim=cond_dim, cond_tokens=cond_tokens, freq_dim=freq_dim)
         if depth < 2:
             raise ValueError(f"depth={depth}: MMDiT needs at least 2 blocks (the last one is SD3's pre-only block)")
-        self.learn_sigma, self.cond_dim = False, cond_dim
+        self.cond_dim = cond_dim
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)

@@ -9,7 +9,7 @@
         h ← h + m_b · gate₂ ⊙ MLP(modulate(LN(h), shift₂, scale₂))
     out = W_out (α_out · modulate(LN(h_L), (e + S_f) chunks)) → unpatchify
 
-Roles (reference/dit_mup.md §2.2): the caption projection's first layer and the patch embedding are
+Roles (docs/dit_mup.md, “PixArt-α”): the caption projection's first layer and the patch embedding are
 input-like; t_block, cross-attention q/kv/o and the second projection layer hidden; the tables S_l and
 S_f vectors (PixArt's randn/√n init shrinks with width; μP keeps their base-width std). The
 cross-attention output projection starts at zero, as in PixArt. The class-conditional form embeds the
@@ -69,7 +69,7 @@ class PixArt(ImageDenoiser):
     ) -> None:
         super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size,
                          mlp_ratio=mlp_ratio, cond_dim=cond_dim, cond_tokens=cond_tokens, freq_dim=freq_dim)
-        self.learn_sigma, self.cond_dim = False, cond_dim
+        self.cond_dim = cond_dim
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         self.patch_embed = nn.Linear(patch_size * patch_size * in_channels, width)

@@ -54,7 +54,6 @@ class UViT(ImageDenoiser):
         attn_scale: float | None = None,
     ) -> None:
         super().__init__(image_size, in_channels, num_classes, width, depth, head_dim, patch_size, mlp_ratio=mlp_ratio)
-        self.learn_sigma = False
         self.embed_mult, self.readout_mult = float(embed_mult), float(readout_mult)
 
         def block() -> Block:

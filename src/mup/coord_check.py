@@ -9,16 +9,16 @@ pre-activation (e.g. W_up h) — each as a value (``<name>``) and as its change 
 (``<name>_delta``) — and that layer's own update at its current input, ‖(W_t − W_0)·x_t‖
 (``preact_update``). A quantity's slope is the least-squares slope of log RMS (averaged over seeds)
 against log size; an arm passes an axis when every judged quantity has |slope| ≤ ``threshold`` at
-``judge_step`` (reference/width_depth.md §5).
+``judge_step`` (docs/mup.md, “Coordinate check”).
 
-Judged (reference/width_depth.md §5a-b): the embedding, the last block's stream h_L and its change
+Judged (docs/mup.md, “Coordinate check”): the embedding, the last block's stream h_L and its change
 (what Zheng et al. measure), the final hidden state, the logits and their change, and L·‖Δ(m·F)‖
 (flat for every correct depth scheme). The streams after the first block and after L/2 blocks are
 recorded, not judged: after one block the stream is h_0 + m·F_1 with m = 1/r_L, which shrinks with L
 by design, and the stream after L/2 blocks converges to its depth limit only at rate O(1/L)
 (experiments/coord_check/README.md measures both).
 
-Depth rule (reference/width_depth.md §5b), judged on the depth axis of every arm that has one: the
+Depth rule (docs/mup.md, “Coordinate check”), judged on the depth axis of every arm that has one: the
 stream quantities above are flat in L under both depth rules, so they cannot tell k = 1 (Depth-μP,
 branch ×α/√r_L) from k ≥ 2 (CompleteP, branch ×α/r_L). What differs is how much a block's inner layer
 moves. The plan gives every matrix inside a branch the target ‖ΔW‖_R = r_L^(β−1), β the depth rule's

@@ -14,15 +14,32 @@ off) in transfer sweeps.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
-from hydra.utils import get_class
 
-# Keys of an optimizer config that are not constructor arguments of the optimizer.
-_NOT_KWARGS = ("_target_", "grad_clip", "rest", "lr_ratio")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_forward_module.", "_fsdp_wrapped_module.")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer class and its base hyperparameters: what the plan and ``build_optimizer`` read.
+
+    ``kwargs`` are the other constructor arguments (betas, ε, momentum, ...). A matrices-only
+    optimizer (Muon) takes 2-D hidden matrices only and needs ``rest``, the spec of the optimizer of
+    every other parameter (with its own LR: Muon's presets set it to a ratio of Muon's)."""
+
+    cls: type
+    lr: float
+    weight_decay: float = 0.0
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    rest: OptimizerSpec | None = None
+
+    @property
+    def name(self) -> str:
+        """The class name, used in parameter-group names (``AdamW/branch.hidden``)."""
+        return self.cls.__name__
 
 
 @dataclass(frozen=True)
@@ -38,8 +55,8 @@ class OptimizerRule:
     decay: str = "decoupled"  # "decoupled": W ← W − ηλW; "l2": λW is added to the gradient
 
 
-def _choice(spec: Mapping[str, Any], key: str, table: Mapping[Any, str]) -> str:
-    value = spec.get(key)
+def _choice(spec: OptimizerSpec, key: str, table: Mapping[Any, str]) -> str:
+    value = spec.kwargs.get(key)
     if value not in table:
         raise ValueError(f"optimizer.{key}={value!r}; choose one of {', '.join(str(k) for k in table if k is not None)}")
     return table[value]
@@ -52,74 +69,85 @@ _MUON_FAMILY = {None: "orthogonal", "original": "orthogonal", "match_rms_adamw":
 _GRAFT_FAMILY = {None: "gradient", 0: "orthogonal", 1: "gradient", 2: "sign", 3: "sign", 4: "sign"}
 
 
-def _decay(spec: Mapping[str, Any], key: str, default: bool) -> str:
+def _decay(spec: OptimizerSpec, key: str, default: bool) -> str:
     """How the optimizer applies weight decay: its flag ``key`` (the library's default when unset)."""
-    return "decoupled" if spec.get(key, default) else "l2"
+    return "decoupled" if spec.kwargs.get(key, default) else "l2"
 
 
-RULES: dict[str, OptimizerRule | Callable[[Mapping[str, Any]], OptimizerRule]] = {
+Rules = dict[type, "OptimizerRule | Callable[[OptimizerSpec], OptimizerRule]"]
+
+RULES: Rules = {
     # torch's SGD adds λW to the gradient, which is exactly ΔW = −η(∇L + λW) of the paper's rule
-    "torch.optim.SGD": OptimizerRule("gradient"),
-    "torch.optim.Adam": lambda spec: OptimizerRule("sign", "adam", "eps",
-                                                   decay=_decay(spec, "decoupled_weight_decay", False)),
-    "torch.optim.AdamW": OptimizerRule("sign", "adam", "eps"),
-    "torch.optim.Adafactor": OptimizerRule("sign", "adafactor", "eps", relative_step=True),
-    "torch.optim.Muon": lambda spec: OptimizerRule(_choice(spec, "adjust_lr_fn", _MUON_FAMILY), matrices_only=True),
-    "src.training.optimizers.Muon": lambda spec: RULES["torch.optim.Muon"](spec),  # torch's, NS dtype chosen
-    "pytorch_optimizer.Lion": lambda spec: OptimizerRule("sign", decay=_decay(spec, "weight_decouple", True)),
-    "pytorch_optimizer.SOAP": lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
-        "orthogonal", "base", "eps", vector_family="orthogonal" if spec.get("precondition_1d") else None),
-    # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal rule.
-    # Without weight_decouple it adds λW to the gradient before preconditioning (L2).
-    "pytorch_optimizer.Shampoo": lambda spec: OptimizerRule(
-        "orthogonal", "shampoo", "matrix_eps", vector_family="orthogonal",
-        decay=_decay(spec, "weight_decouple", False)),
-    # ScalableShampoo reads matrix_eps from the optimizer, not per group: its ε stays a base HP. Its
-    # coupled decay adds λW to the grafted, preconditioned step, so either way it is ΔW = −η(A + λW).
-    "pytorch_optimizer.ScalableShampoo": lambda spec: OptimizerRule(_choice(spec, "graft_type", _GRAFT_FAMILY)),
+    torch.optim.SGD: OptimizerRule("gradient"),
+    torch.optim.Adam: lambda spec: OptimizerRule("sign", "adam", "eps",
+                                                 decay=_decay(spec, "decoupled_weight_decay", False)),
+    torch.optim.AdamW: OptimizerRule("sign", "adam", "eps"),
+    torch.optim.Adafactor: OptimizerRule("sign", "adafactor", "eps", relative_step=True),
+    torch.optim.Muon: lambda spec: OptimizerRule(_choice(spec, "adjust_lr_fn", _MUON_FAMILY), matrices_only=True),
 }
 
 
-def optimizer_rule(spec: Mapping[str, Any], required: bool = True) -> OptimizerRule:
-    """The rule of ``spec['_target_']``; without one, an error when ``required`` (μP), else a rule that
-    only SP can use (one LR, ε left as configured)."""
-    target = spec["_target_"]
-    if target not in RULES:
-        if required:
-            raise ValueError(f"optimizer._target_={target} has no μP rule; use parametrization=sp or one "
-                             f"of {', '.join(sorted(RULES))}")
-        return OptimizerRule("unknown")
-    rule = RULES[target]
-    return rule(spec) if callable(rule) else rule
+def _pytorch_optimizer_rules() -> Rules:
+    """pytorch_optimizer's families, added the first time one of its classes is looked up (importing
+    the library costs seconds, and a class of it can only be looked up once it is imported)."""
+    import pytorch_optimizer as po
+
+    return {
+        po.Lion: lambda spec: OptimizerRule("sign", decay=_decay(spec, "weight_decouple", True)),
+        po.SOAP: lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
+            "orthogonal", "base", "eps", vector_family="orthogonal" if spec.kwargs.get("precondition_1d") else None),
+        # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal
+        # rule. Without weight_decouple it adds λW to the gradient before preconditioning (L2).
+        po.Shampoo: lambda spec: OptimizerRule(
+            "orthogonal", "shampoo", "matrix_eps", vector_family="orthogonal",
+            decay=_decay(spec, "weight_decouple", False)),
+        # ScalableShampoo reads matrix_eps from the optimizer, not per group: its ε stays a base HP. Its
+        # coupled decay adds λW to the grafted, preconditioned step, so either way it is ΔW = −η(A + λW).
+        po.ScalableShampoo: lambda spec: OptimizerRule(_choice(spec, "graft_type", _GRAFT_FAMILY)),
+    }
 
 
-@dataclass(frozen=True)
-class Part:
-    """One optimizer of a (possibly hybrid) optimizer config."""
+_LAZY_RULES: dict[str, Callable[[], Rules]] = {"pytorch_optimizer": _pytorch_optimizer_rules}
 
-    name: str  # class name, used in group names
-    target: str
+
+def register_rule(cls: type, rule: OptimizerRule | Callable[[OptimizerSpec], OptimizerRule]) -> None:
+    """Declare how an optimizer class (and its subclasses) scales under μP."""
+    RULES[cls] = rule
+
+
+def optimizer_rule(spec: OptimizerSpec, required: bool = True) -> OptimizerRule:
+    """The rule of ``spec.cls`` or of its nearest base class that has one (a subclass of torch's Muon
+    is Muon); without one, an error when ``required`` (μP), else a rule that only SP can use (one LR,
+    ε left as configured)."""
+    for cls in spec.cls.__mro__:
+        if (package := cls.__module__.split(".")[0]) in _LAZY_RULES:
+            RULES.update(_LAZY_RULES.pop(package)())
+        if cls in RULES:
+            rule = RULES[cls]
+            return rule(spec) if callable(rule) else rule
+    if required:
+        known = sorted(f"{c.__module__.split('.')[0]}.{c.__name__}" for c in RULES)
+        raise ValueError(f"{spec.cls.__name__} has no μP rule; use parametrization=sp, register one "
+                         f"(src.mup.optim.register_rule) or use one of {', '.join(known)}")
+    return OptimizerRule("unknown")
+
+
+class Part(NamedTuple):
+    """One optimizer of a (possibly hybrid) optimizer: its spec and its rule."""
+
+    spec: OptimizerSpec
     rule: OptimizerRule
-    lr: float
-    weight_decay: float
-    kwargs: dict[str, Any]
 
 
-def _part(spec: Mapping[str, Any], lr: float, required: bool) -> Part:
-    kwargs = {k: v for k, v in spec.items() if k not in (*_NOT_KWARGS, "lr", "weight_decay")}
-    return Part(spec["_target_"].rsplit(".", 1)[1], spec["_target_"], optimizer_rule(spec, required), lr,
-                spec.get("weight_decay", 0.0), kwargs)
-
-
-def optimizer_parts(spec: Mapping[str, Any], required: bool = True) -> list[Part]:
-    """The optimizer, plus for a matrices-only one (Muon) the ``rest`` optimizer at lr_ratio × lr."""
-    main, rest = _part(spec, spec["lr"], required), spec.get("rest")
+def optimizer_parts(spec: OptimizerSpec, required: bool = True) -> list[Part]:
+    """The optimizer, plus for a matrices-only one (Muon) the ``rest`` optimizer."""
+    main = Part(spec, optimizer_rule(spec, required))
     if not main.rule.matrices_only:
         return [main]
-    if rest is None:
-        raise ValueError(f"{main.target} only takes 2-D hidden matrices; give optimizer.rest "
+    if spec.rest is None:
+        raise ValueError(f"{spec.name} only takes 2-D hidden matrices; give optimizer.rest "
                          "(e.g. torch.optim.AdamW) for the other parameters")
-    return [main, _part(rest, spec["lr"] * rest.get("lr_ratio", 1.0), required)]
+    return [main, Part(spec.rest, optimizer_rule(spec.rest, required))]
 
 
 def _scaled_eps(value: Any, mult: float | tuple[float, float]) -> Any:
@@ -173,25 +201,24 @@ def unwrap_name(name: str) -> str:
     return name
 
 
-def build_optimizer(model: torch.nn.Module, spec: Mapping[str, Any], plan) -> torch.optim.Optimizer:
-    """One optimizer per part over the plan's named groups; a HybridOptimizer when there are two."""
+def build_optimizer(model: torch.nn.Module, plan) -> torch.optim.Optimizer:
+    """One optimizer per part of the plan over its named groups; a HybridOptimizer when there are two."""
     rows = {row.name: row for row in plan.rows}
     optimizers = []
-    for part in optimizer_parts(spec, required=False):
-        groups: dict[str, dict[str, Any]] = {}
+    for part in plan.parts:
+        spec, groups = part.spec, {}
         for name, param in model.named_parameters():
             row = rows[unwrap_name(name)]
-            if row.part != part.name or not param.requires_grad:
+            if row.part != spec.name or not param.requires_grad:
                 continue
             group = groups.setdefault(row.group, {"name": row.group, "params": [], "param_names": [],
-                                                   "lr": part.lr * row.lr_mult,
-                                                   "weight_decay": part.weight_decay * row.wd_mult})
+                                                   "lr": spec.lr * row.lr_mult,
+                                                   "weight_decay": spec.weight_decay * row.wd_mult})
             if part.rule.eps_key is not None and row.eps_mult is not None:
-                group[part.rule.eps_key] = _scaled_eps(part.kwargs[part.rule.eps_key], row.eps_mult)
+                group[part.rule.eps_key] = _scaled_eps(spec.kwargs[part.rule.eps_key], row.eps_mult)
             group["params"].append(param)
             group["param_names"].append(name)
-        cls = get_class(part.target)
-        optimizers.append(cls(list(groups.values()), lr=part.lr, **part.kwargs))
+        optimizers.append(spec.cls(list(groups.values()), lr=spec.lr, **spec.kwargs))
     return optimizers[0] if len(optimizers) == 1 else HybridOptimizer(optimizers)
 
 

@@ -1,7 +1,11 @@
 """The μP plan: every parameter's role and multipliers as plain data, and the model built from it.
 
     plan = make_plan(factory, width, depth, head_dim, parametrization, optimizer_spec)
-    model = build_model(factory, plan, parametrization)
+    model = build_model(plan)
+    optimizer = build_optimizer(model, plan)
+
+The plan carries what it was made from (the factory, the parametrization and the optimizer's parts),
+so it is the one object callers pass around.
 
 The plan is keyed by parameter name, so it survives DDP/FSDP wrapping, ``torch.compile`` and
 checkpoint reloads (the weights come from the checkpoint; nothing is re-initialised or re-scaled).
@@ -11,15 +15,14 @@ At the base size every multiplier is 1 and the model is exactly the SP model wit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from src.mup.init import init_stds, record_init, rescale, same_std
-from src.mup.optim import Part, optimizer_parts
+from src.mup.optim import OptimizerSpec, Part, optimizer_parts
 from src.mup.rules import DEPTH_RULES, ONE, Power, Rule, rule
 from src.mup.shapes import ModelFactory, Role, infer_roles, normalize, tied_conflicts
 
@@ -81,9 +84,14 @@ class Plan:
     model_kwargs: dict[str, float]  # the scalars the model receives
     depth_containers: list[str]  # the module lists that repeat with depth
     rows: list[PlanRow]
+    # what the plan was made from (not part of its record)
+    factory: ModelFactory = field(repr=False, compare=False, default=None)
+    param: Parametrization = field(repr=False, compare=False, default=None)
+    parts: list[Part] = field(repr=False, compare=False, default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The plan as data (sizes, multipliers, rows), for records and checkpoints."""
+        return {f.name: _data(getattr(self, f.name)) for f in fields(self) if f.compare}
 
     def groups(self) -> list[dict[str, Any]]:
         """One entry per parameter group: its multipliers and members (for metrics.json)."""
@@ -104,6 +112,10 @@ class Plan:
                                             for r in self.rows]
         widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
         return head + "\n" + "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines)
+
+
+def _data(value: Any) -> Any:
+    return [asdict(v) for v in value] if isinstance(value, list) and value and isinstance(value[0], PlanRow) else value
 
 
 def _fmt(value: Any) -> str:
@@ -127,7 +139,7 @@ def _power_text(power: Power | tuple[Power, ...] | None) -> str:
 def _group(role: Role, part: Part, hybrid: bool, factored: bool) -> str:
     """The parameter group: the role's, ``<Optimizer>/`` in hybrids, and ``.factored`` for a ≥ 2-D
     vector under Adafactor (its ε₁ is in G² units, that of the 1-D vectors in gradient units)."""
-    group = f"{part.name}/{role.group}" if hybrid else role.group
+    group = f"{part.spec.name}/{role.group}" if hybrid else role.group
     return f"{group}.factored" if factored and role.label == "vector" and part.rule.eps_kind == "adafactor" else group
 
 
@@ -151,7 +163,7 @@ def model_multipliers(param: Parametrization, r_n: float, r_L: float, head_dim: 
 
 
 def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | None,
-              param: Parametrization, optimizer: Mapping[str, Any]) -> Plan:
+              param: Parametrization, optimizer: OptimizerSpec) -> Plan:
     """Roles from shapes, multipliers from the spectral rules, for one model size and optimizer."""
     base_width, base_depth = _base_sizes(param, width, depth)
     r_n, r_L = width / base_width, depth / base_depth
@@ -178,8 +190,6 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
                 family = part.rule.vector_family or "sign"
             r = rule(role.label, role.in_branch, family, param.depth_rule, part.rule.eps_kind,
                      part.rule.relative_step, part.rule.decay, factored=p.ndim > 1)
-            if part.rule.relative_step:  # torch's Adafactor decays by lr·wd, not by its RMS(W)-scaled step
-                r = replace(r, wd=r.wd * r.init)
         else:
             r = Rule(init=ONE, forward=ONE, lr=ONE, wd=ONE, eps=ONE if part.rule.eps_key else None)
         value = lambda power: power.value(r_n, r_L)  # noqa: E731
@@ -187,17 +197,19 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
         eps = None if r.eps is None else tuple(map(value, r.eps)) if isinstance(r.eps, tuple) else value(r.eps)
         rows.append(PlanRow(
             name=name, key=normalize(name, containers), group=_group(role, part, len(parts) > 1, p.ndim > 1),
-            part=part.name, label=role.label, in_branch=role.in_branch,
+            part=part.spec.name, label=role.label, in_branch=role.in_branch,
             init_mult=value(r.init), forward_mult=value(r.forward), lr_mult=value(r.lr),
             wd_mult=value(r.wd) if decays else 0.0, eps_mult=eps,
             rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {_power_text(r.eps)}",
         ))
-    return Plan(param.name, width, depth, base_width, base_depth, r_n, r_L, kwargs, sorted(containers), rows)
+    return Plan(param.name, width, depth, base_width, base_depth, r_n, r_L, kwargs, sorted(containers), rows,
+                factory, param, parts)
 
 
-def build_model(factory: ModelFactory, plan: Plan, param: Parametrization) -> nn.Module:
+def build_model(plan: Plan) -> nn.Module:
     """The model at the plan's size with its multipliers; under μP each tensor's init is rescaled to
     its base-size SP std × init multiplier (see init.py)."""
+    factory, param = plan.factory, plan.param
     with record_init() as recorded:
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
     current = init_stds(model, recorded)

@@ -1,6 +1,6 @@
 """The spectral recipe: (role, r_n, r_L, depth rule, optimizer family) → init, LR, WD and ε multipliers.
 
-Notation (reference/width_depth.md): r_n = n/n_base, r_L = L/L_base, ‖·‖_R the RMS→RMS operator norm,
+Notation (docs/mup.md, “The spectral recipe”): r_n = n/n_base, r_L = L/L_base, ‖·‖_R the RMS→RMS operator norm,
 e_in, e_out ∈ {0, 1} whether a parameter's fan-in / fan-out grows with width. Every multiplier is a
 monomial r_n^a · r_L^b, kept as exact exponents so the paper's tables can be checked cell by cell.
 
@@ -29,7 +29,9 @@ parameters have no growing dim. The caller passes the family of the update a par
 (Muon and SOAP hand vectors to an Adam: sign-like; Shampoo preconditions them itself).
 
 torch's Adafactor (relative steps): the step is multiplied by max(ε₂, RMS(W)) and RMS(W) ∝ init std,
-so its LR is divided by the init multiplier and ε₂, a floor on RMS(W), is multiplied by it. ε₁ floors
+so its LR is divided by the init multiplier and ε₂, a floor on RMS(W), is multiplied by it; its weight
+decay W ← W(1 − ηλ) is not scaled by RMS(W), so λ is multiplied by the init multiplier to keep ηλ the
+absolute form's. ε₁ floors
 a second moment: for a factored tensor (≥ 2 dims) it clamps mean(G²) from below, so it is in G² units
 (its other use there, a floor ε₁² on the G² estimate, then only loosens as G shrinks); for a 1-D tensor
 its only use is that floor ε₁², so it is in gradient units.
@@ -127,10 +129,10 @@ def rule(label: str, in_branch: bool, family: str, depth_rule: str | None, eps_k
     spectral_init = n_pow(Fraction(-e_in, 2) + min(0, Fraction(e_out - e_in, 2)))
     init = spectral_init / Power(n=m.n)  # the readout's 1/r_n lives in its forward multiplier
     lr = target / raw
-    if relative_step:
-        lr = lr / init
     grad_entries = m * n_pow(-e_out)
     wd = grad_entries / init if decay == "l2" else raw / weight_norm
+    if relative_step:  # the step is × RMS(W) ∝ init, the decay (η·λ) is not: both corrections here
+        lr, wd = lr / init, wd * init
     eps = {
         "adam": grad_entries,
         "adafactor": (grad_entries**2 if factored else grad_entries, init),

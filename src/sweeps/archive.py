@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from src.runs import METRICS_FILE
+from src.records import METRICS_FILE
 from src.sweeps.collect import records
 
 ARCHIVED = ("ok", "diverged")

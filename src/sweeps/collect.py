@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from src.runs import FINISHED, METRICS_FILE, read_record
+from src.records import FINISHED, METRICS_FILE, read_record
 
 DEFAULT_AXES = ("model.width", "model.depth")
 
@@ -84,6 +84,7 @@ def points(recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, 
         common = {"arm": arm_label(cfg, keys, varying), "arm_values": {k: select(cfg, k) for k in keys},
                   "log2_lr": math.log2(lr), "seed": cfg.get("seed"), "loss": loss, "dir": rec["dir"],
                   "failed": rec["status"] == "failed",  # a missing point, not a diverged one
+                  "sp": not select(cfg, "parametrization.width_rule"),  # the baseline arm: reported first
                   "trained_dir": rec.get("twin_of") or rec["dir"]}  # where its weights are (a twin has none)
         common["mtime"] = rec.get("mtime", 0.0)
         for axis, size in values.items():

@@ -19,10 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError
-from src.runs import read_record
+from src.errors import ConfigError
+from src.records import read_record
 from src.sweeps.collect import records, select
-from src.sweeps.report import TRANSFER_FILE, report
+from src.sweeps.report import TRANSFER_FILE, transfer_of
 
 log = logging.getLogger("src.mutransfer")
 
@@ -38,10 +38,11 @@ def _source(sweep_dir: Path, want: dict[str, Any], target: dict[str, Any]) -> tu
     """(the source run's config, what the record says about where it came from). An arm matches when
     each of its arm keys (parametrization, optimizer, any other such as model.layernorm) has the
     ``target`` config's value; without an LR axis, runs are matched on ``want``."""
-    path = sweep_dir / TRANSFER_FILE
-    transfer = json.loads(path.read_text()) if path.exists() else report(sweep_dir, samples=False)
-    if transfer is None:
+    path = sweep_dir / TRANSFER_FILE  # the proxy's own report, or its analysis (written nowhere)
+    analysis = None if path.exists() else transfer_of(sweep_dir)
+    if not path.exists() and analysis is None:
         raise ConfigError(f"mutransfer.from={sweep_dir}: no finished job there")
+    transfer = json.loads(path.read_text()) if path.exists() else analysis[3]
     arms = [a for a in transfer["arms"] if a["ref_log2_lr"] is not None and a["best_run"]
             and all(select(target, k) == v for k, v in a["arm_values"].items())]
     if arms:

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from src.config import one_line
+from src.errors import one_line
 from src.sweeps import plots
 from src.sweeps.collect import dedupe, points, records, write_table
 from src.sweeps.transfer import ArmAxis, analyse
@@ -100,20 +100,23 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
     return "\n".join(lines)
 
 
-def _is_image_diffusion(recs: list[dict[str, Any]]) -> bool:
-    target = str((recs[0]["config"].get("task") or {}).get("_target_", ""))
-    return target.endswith("ImageDiffusionTask")
+def _task_extras(recs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """What the sweep's task asks its report to add (``Task.report_extras``)."""
+    from hydra.utils import get_class
+
+    target = (recs[0]["config"].get("task") or {}).get("_target_")
+    try:
+        return tuple(getattr(get_class(target), "report_extras", ())) if target else ()
+    except Exception:  # noqa: BLE001 — a record of a task that no longer imports: the plain report
+        return ()
 
 
-def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any] | None:
-    """Write the report files into ``sweep_dir``; None when it holds no finished job yet. ``samples``
-    (default: for image-diffusion sweeps) adds sample grids, Fréchet distance and class accuracy of
-    every arm and size's best run (src/eval/samples.py)."""
-    sweep_dir = Path(sweep_dir)
+def transfer_of(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[ArmAxis], list[str], dict[str, Any]] | None:
+    """(records, analysed arms, stale dirs, transfer.json's content) of a sweep dir, written nowhere;
+    None when it holds no finished job yet."""
     recs = records(sweep_dir)
     if not recs:
         return None
-    write_table(recs, sweep_dir / "runs.csv")
     pts, base = points(recs)
     pts, stale = dedupe(pts)
     results = analyse(pts, base) if pts else []
@@ -122,12 +125,25 @@ def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any]
     transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs), "stale": stale,
                 "status": dict(Counter(r["status"] for r in recs)), "failed": _failed(recs),
                 "arms": [_entry(r, pts) for r in results]}
+    return recs, results, stale, transfer
+
+
+def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any] | None:
+    """Write the report files into ``sweep_dir``; None when it holds no finished job yet. ``samples``
+    (default: where the task's ``report_extras`` ask for it, image diffusion) adds sample grids, Fréchet distance and class accuracy of
+    every arm and size's best run (src/eval/samples.py)."""
+    sweep_dir = Path(sweep_dir)
+    analysis = transfer_of(sweep_dir)
+    if analysis is None:
+        return None
+    recs, results, stale, transfer = analysis
+    write_table(recs, sweep_dir / "runs.csv")
     (sweep_dir / TRANSFER_FILE).write_text(json.dumps(transfer, indent=2, allow_nan=True))
     if results:
         plots.transfer_curves(results, sweep_dir / "transfer_curves.png")
         plots.optimum_vs_size(results, sweep_dir / "optimum_vs_size.png")
     text = _markdown(sweep_dir, recs, results, stale)
-    if results and (_is_image_diffusion(recs) if samples is None else samples):
+    if results and ("samples" in _task_extras(recs) if samples is None else samples):
         from src.eval import samples as sweep_samples
 
         (sweep_dir / "report.md").write_text(text)  # the transfer report stands even if sampling fails

@@ -30,8 +30,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.config import ConfigError, build, model_plan, plain
-from src.runs import METRICS_FILE, RunRecord, config_hash, read_record, result_config, write_record
+from src.assemble import assemble, instantiate, plain
+from src.errors import ConfigError
+from src.records import METRICS_FILE, RunRecord, config_hash, read_record, result_config, write_record
 from src.sweeps import archive
 from src.sweeps.collect import points, records
 from src.sweeps.transfer import build_curves
@@ -62,7 +63,8 @@ def _plan_numbers(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, Any]:
     structure["optimizer"] = {k: v for k, v in structure["optimizer"].items() if k != "lr"}
     key = json.dumps(structure, sort_keys=True, default=str)
     if key not in _PLANS:
-        _, param, plan = model_plan(cfg, build(cfg.data, "data").model_inputs)
+        plan = assemble(cfg, instantiate(cfg.data, "data").model_inputs)
+        param = plan.param
         from_base = param.width_rule and (plan.width, plan.depth) != (plan.base_width, plan.base_depth)
         _PLANS[key] = {
             "model_kwargs": plan.model_kwargs,

@@ -5,7 +5,7 @@ depth at the base width), the loss curve over log2 η is the seed-mean of each r
 (a diverged run, in any seed, makes that point +inf). A job that failed (a crash, a bad checkpoint:
 not the learning rate's doing) is a missing point, not a diverged one: it is left out of the curve
 and listed with it. Definitions, one each
-(reference/mup.md §8, reference/width_depth.md §5d):
+(docs/transfer.md):
 
 * η*(s): the grid argmin, refined by the vertex of the parabola through it and its two neighbours;
   when the argmin sits at the grid's edge or next to a diverged point the grid argmin is kept and
@@ -293,8 +293,9 @@ def build_curves(points: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], d
 
 def analyse(points: Iterable[Mapping[str, Any]], base: Mapping[str, int], replicates: int = BOOTSTRAP) -> list[ArmAxis]:
     """Every (arm, axis) of a sweep; ``base`` maps an axis to its base size."""
-    out = []
-    sp_first = lambda item: (item[0][1], not item[0][0].startswith("sp/"), item[0][0])  # noqa: E731
+    out, points = [], list(points)
+    sp = {p["arm"]: p.get("sp", False) for p in points}
+    sp_first = lambda item: (item[0][1], not sp[item[0][0]], item[0][0])  # noqa: E731
     for (arm, axis), curves in sorted(build_curves(points).items(), key=sp_first):
         ref = base[axis] if base.get(axis) in curves else min(curves)
         out.append(ArmAxis(arm, axis, ref, curves).analyse(replicates))

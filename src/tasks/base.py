@@ -2,7 +2,8 @@
 throughput logging, a validation history, and checkpoint state for exact resume.
 
 A task subclass defines ``loss(batch) -> (mean loss, number of items)``; items are what throughput
-counts (tokens for language models).
+counts (tokens for language models). The task is given a model and an optimizer factory (the run
+builds both from its μP plan); it knows nothing of μP.
 """
 
 from __future__ import annotations
@@ -16,19 +17,21 @@ import lightning as L
 import torch
 from torch import nn
 
-from src.mup.optim import build_optimizer
-from src.mup.plan import Plan
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
 
 class Task(L.LightningModule):
     item_name = "items"  # what throughput counts
-    history_keys = ("val/loss",)  # what each validation records (sweep_metric.key must be one)
+    # what each validation records (sweep_metric.key must be one) and which way is better
+    metric_goals: dict[str, str] = {"val/loss": "min"}
+    report_extras: tuple[str, ...] = ()  # what a sweep report adds for this task ("samples": sample grids)
 
-    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any],
-                 scheduler: Callable[..., float], steps: int, compile: bool = False) -> None:
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, scheduler: Callable[..., float], steps: int,
+                 compile: bool = False, record: Mapping[str, Any] | None = None) -> None:
+        """``optimizer(model)`` builds the optimizer; ``scheduler(step, total)`` is the LR factor;
+        ``record`` (the μP plan as data) goes into every checkpoint, for the record."""
         super().__init__()
-        self.model, self.plan = model, plan
-        self.optimizer_spec = dict(optimizer)
+        self.model, self.make_optimizer, self.record = model, optimizer, dict(record or {})
         self.schedule, self.steps = scheduler, steps
         # Compile the bound forward, not the module: a compiled module would register as a second
         # submodule (every weight twice in checkpoints) and rename parameters (_orig_mod.).
@@ -67,7 +70,7 @@ class Task(L.LightningModule):
         return self.elapsed_before + time.time() - self._segment_start
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model, self.optimizer_spec, self.plan)
+        optimizer = self.make_optimizer(self.model)
         factor = functools.partial(self.schedule, total=self.steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -88,7 +91,7 @@ class Task(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         means = {}
-        for key in self.history_keys:  # the same keys in the same order on every rank
+        for key in self.metric_goals:  # the same keys in the same order on every rank
             sums = self._val_sums.get(key, torch.zeros(2, dtype=torch.float64, device=self.device))
             total = self.trainer.strategy.reduce(sums, reduce_op="sum")
             if total[1] > 0:
@@ -105,7 +108,7 @@ class Task(L.LightningModule):
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["scaling_lab"] = {
-            "history": self.history, "rng": rng, "plan": self.plan.to_dict(), "elapsed_s": self.elapsed_s(),
+            "history": self.history, "rng": rng, "plan": self.record, "elapsed_s": self.elapsed_s(),
             "last_train_loss": self.last_train_loss, "rate": (self.rate_sum, self.rate_count),
         }
 

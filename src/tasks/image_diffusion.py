@@ -20,17 +20,17 @@ import torch
 from torch import nn
 
 from src.estimators.timesteps import TimestepSampler, generator
-from src.mup.plan import Plan
-from src.tasks.base import Task
+from src.tasks.base import OptimizerFactory, Task
 
 
 class ImageDiffusionTask(Task):
     item_name = "images"
+    report_extras = ("samples",)  # sample grids, Fréchet distance and class accuracy of each size's best run
 
-    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
-                 steps: int, compile: bool = False, *, objective: Any, timesteps: str = "iid",
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, scheduler: Callable[..., float],
+                 steps: int, compile: bool = False, record: Mapping[str, Any] | None = None, *, objective: Any, timesteps: str = "iid",
                  label_dropout: float = 0.1, seed: int = 0, heldout_timesteps: int = 10) -> None:
-        super().__init__(model, plan, optimizer, scheduler, steps, compile)
+        super().__init__(model, optimizer, scheduler, steps, compile, record)
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout={label_dropout!r} must be in [0, 1)")
         if label_dropout > 0:

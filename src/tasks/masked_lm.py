@@ -20,42 +20,21 @@ import torch
 from torch import nn
 
 from src.diffusion import masked
+from src.diffusion.masked import answer_hits
 from src.estimators import masks
 from src.estimators.timesteps import Draw, generator
-from src.mup.plan import Plan
-from src.tasks.base import Task
-
-
-def sampled_answers(model: nn.Module, tokens: torch.Tensor, prompt_mask: torch.Tensor, mask_id: int,
-                    gen: torch.Generator | None = None, **sampler: Any) -> list[torch.Tensor]:
-    """Answers for each row's prompt (the first prompt_mask.sum() tokens), sampled over the rest of the
-    row's length; rows are grouped by prompt length so each group is one batched sampler run."""
-    lengths = prompt_mask.sum(-1)
-    answers: list[torch.Tensor | None] = [None] * len(tokens)
-    for length in lengths.unique().tolist():
-        rows = (lengths == length).nonzero().squeeze(-1)
-        out = masked.sample(model, tokens[rows, :length], tokens.shape[1] - length, mask_id, gen=gen, **sampler)
-        for i, row in enumerate(rows.tolist()):
-            answers[row] = out[i]
-    return answers
-
-
-def answer_hits(model: nn.Module, tokens: torch.Tensor, response: torch.Tensor, padding: torch.Tensor, layout: Any,
-                mask_id: int, **sampler: Any) -> int:
-    """How many rows' sampled answers (from their prompts) decode to the same text as their responses."""
-    answers = sampled_answers(model, tokens, ~(response | padding), mask_id, **sampler)
-    return sum(layout.decode(a.tolist()) == layout.decode(t[r].tolist()) for a, t, r in zip(answers, tokens, response))
+from src.tasks.base import OptimizerFactory, Task
 
 
 class MaskedLMTask(Task):
     item_name = "tokens"
-    history_keys = ("val/loss", "val/accuracy")
+    metric_goals = {"val/loss": "min", "val/accuracy": "max"}
 
-    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
-                 steps: int, compile: bool = False, *, seed: int = 0, eps: float = 1e-3, timesteps: str = "iid",
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, scheduler: Callable[..., float],
+                 steps: int, compile: bool = False, record: Mapping[str, Any] | None = None, *, seed: int = 0, eps: float = 1e-3, timesteps: str = "iid",
                  heldout_copies: int = 8, sample_accuracy: bool = True, sample_steps: int | None = None,
                  temperature: float = 0.0) -> None:
-        super().__init__(model, plan, optimizer, scheduler, steps, compile)
+        super().__init__(model, optimizer, scheduler, steps, compile, record)
         self.seed, self.eps, self.timesteps, self.heldout_copies = seed, eps, timesteps, heldout_copies
         self.sample_accuracy, self.sample_steps, self.temperature = sample_accuracy, sample_steps, temperature
 

@@ -1,4 +1,4 @@
-"""VRPO preference training of a masked-diffusion LM (LLaDA 1.5; reference/vrpo.md §2–3).
+"""VRPO preference training of a masked-diffusion LM (LLaDA 1.5; docs/vrpo.md, “VRPO”).
 
 Per pair, the ELBOs B̂ of the chosen and rejected responses under the policy (with gradient) and a
 frozen reference (a copy of the starting policy, eval mode, no gradient) are estimated with
@@ -32,23 +32,22 @@ import torch
 from torch import nn
 
 from src.diffusion import masked
+from src.diffusion.masked import answer_hits
 from src.estimators import masks, vrpo
 from src.estimators.timesteps import Draw, generator
-from src.mup.plan import Plan
-from src.tasks.base import Task
-from src.tasks.masked_lm import answer_hits
+from src.tasks.base import OptimizerFactory, Task
 
 
 class PreferenceTask(Task):
     item_name = "pairs"
-    history_keys = ("val/loss", "val/score", "val/preference_accuracy", "val/accuracy")
+    metric_goals = {"val/loss": "min", "val/score": "max", "val/preference_accuracy": "max", "val/accuracy": "max"}
 
-    def __init__(self, model: nn.Module, plan: Plan, optimizer: Mapping[str, Any], scheduler: Callable[..., float],
-                 steps: int, compile: bool = False, *, seed: int = 0, beta: float = 0.2, n_t: int = 8,
+    def __init__(self, model: nn.Module, optimizer: OptimizerFactory, scheduler: Callable[..., float],
+                 steps: int, compile: bool = False, record: Mapping[str, Any] | None = None, *, seed: int = 0, beta: float = 0.2, n_t: int = 8,
                  n_yt: int = 1, antithetic: bool = True, form: str = "l", timesteps: str = "iid",
                  sft_weight: float = 0.0, dpo_weight: float = 1.0, eps: float = 1e-3, chunk: int | None = None,
                  checkpointing: bool = False, heldout_copies: int = 16, sample_accuracy: bool = False) -> None:
-        super().__init__(model, plan, optimizer, scheduler, steps, compile)
+        super().__init__(model, optimizer, scheduler, steps, compile, record)
         if dropouts := [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and m.p > 0]:
             raise ValueError(f"VRPO needs dropout off (model.dropout=0): {dropouts[0]} has p > 0, so policy and "
                              "reference would differ on the same masks")

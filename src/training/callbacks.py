@@ -26,7 +26,7 @@ import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from src.runs import checkpoint_error, previous_checkpoint, write_atomically
+from src.records import checkpoint_error, previous_checkpoint, write_atomically
 
 log = logging.getLogger("src.train")
 
@@ -109,5 +109,5 @@ class LinePrinter(Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            keys = tuple(getattr(pl_module, "history_keys", ("val/loss",)))
+            keys = tuple(getattr(pl_module, "metric_goals", ("val/loss",)))
             log.info("step %d | %s", trainer.global_step, self._fmt(trainer.callback_metrics, keys))

@@ -10,10 +10,10 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor,
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from src.config import build
+from src.assemble import instantiate
 from src.mup.plan import Plan
-from src.mup.spectral import SpectralMonitor
-from src.runs import last_checkpoint
+from src.training.spectral_monitor import SpectralMonitor
+from src.records import last_checkpoint
 from src.training.callbacks import AtomicCheckpointIO, DivergenceGuard, LastCheckpoint, LinePrinter
 from src.training.schedules import warmup_steps
 
@@ -29,7 +29,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], plan: P
             callbacks.append(SpectralMonitor(plan, cfg.spectral_every))
     tty = sys.stdout.isatty()
     callbacks.append(TQDMProgressBar() if tty else LinePrinter(cfg.log_every))
-    trainer = build(
+    trainer = instantiate(
         cfg.trainer, "trainer",
         max_steps=cfg.steps, val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, log_every_n_steps=cfg.log_every,
