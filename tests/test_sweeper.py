@@ -1,5 +1,5 @@
 """The transfer sweeper: twins (jobs with the same training) run once and train identically; extra
-seeds run only near each size's provisional optimum; a relaunch trains nothing."""
+seeds run only near each size's seed-mean optimum, pass after pass; a relaunch trains nothing."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from src.records import read_record
+from src.records import RunRecord, read_record, write_record
 from src.sweeps import archive
 from src.sweeps.collect import points, records
-from src.sweeps.sweeper import training_signature
+from src.sweeps.sweeper import seed_pass, training_signature
 from src.sweeps.transfer import build_curves
 from tests.conftest import ROOT, make_config
 
@@ -42,6 +42,43 @@ def test_twin_configs_train_bit_identically(train):
     assert a == b
 
 
+def _loss(log2_lr: int, seed: int) -> float:
+    """True optimum at log2 η = −10; seed 0 alone is lucky at −8 and puts its argmin there."""
+    return 0.01 * (log2_lr + 10) ** 2 - (0.06 if (seed, log2_lr) == (0, -8) else 0.0)
+
+
+def _dir(job) -> str:
+    return ",".join(job)
+
+
+def _run_fake(sweep_dir, jobs) -> None:
+    """'Train' jobs of the form [lr=<log2 η>, seed=<s>]: write the record a job would write."""
+    for job in jobs:
+        x, seed = (int(o.split("=")[1]) for o in job)
+        cfg = {"sweep": {"arm_keys": ["parametrization.name"], "axes": ["model.width"], "base_width": 32},
+               "model": {"width": 32}, "optimizer": {"lr": 2.0 ** x}, "seed": seed,
+               "parametrization": {"name": "mup", "width_rule": "mup"}}
+        (sweep_dir / _dir(job)).mkdir()
+        write_record(sweep_dir / _dir(job), RunRecord("ok", cfg, "hash", sweep_metric=_loss(x, seed)))
+
+
+def test_seed_passes_follow_the_seed_mean_optimum_until_it_and_its_neighbours_have_every_seed(tmp_path):
+    grid = [[f"lr={x}", "seed=0"] for x in range(-12, -4)]
+    _run_fake(tmp_path, grid)
+    done, passes = list(grid), []
+    while more := seed_pass(tmp_path, grid, done, [1, 2], 1, _dir):
+        passes.append(sorted((int(j[0][3:]), int(j[1][5:])) for j in more))
+        _run_fake(tmp_path, more)
+        done += more
+    # seed 0's argmin −8 first; the seed mean then prefers −10, whose lower neighbour lacks seeds
+    assert passes == [[(x, s) for x in (-9, -8, -7) for s in (1, 2)], [(x, s) for x in (-11, -10) for s in (1, 2)]]
+    curve = build_curves(points(records(tmp_path))[0])[("mup", "width")][32]
+    assert curve.optimum().grid_log2_lr == -10 and curve.seeded_optimum()
+    assert [len(v) for v in curve.seeds] == [1, 3, 3, 3, 3, 3, 1, 1]
+    # a relaunch decides each pass from the records of the passes before it only, not from later ones
+    assert sorted((int(j[0][3:]), int(j[1][5:])) for j in seed_pass(tmp_path, grid, grid, [1, 2], 1, _dir)) == passes[0]
+
+
 @pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.timeout(600)
 def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
@@ -62,12 +99,14 @@ def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
         first = read_record(sweep_dir / twin["twin_of"])
         assert first["config"]["parametrization"]["name"] == "depth_mup"
         assert twin["sweep_metric"] == first["sweep_metric"] and twin["config"]["seed"] == first["config"]["seed"]
-    # seed 1 only at the first pass's grid argmin and its neighbours
+    # seed 1 at seed 0's grid argmin and its neighbours, then wherever the seed mean moves the argmin
     pts, _ = points(recs)
-    first_pass = build_curves([p for p in pts if p["seed"] == 0])
-    for p in (p for p in pts if p["seed"] == 1):
-        curve = first_pass[(p["arm"], p["axis"])][p["size"]]
-        assert abs(p["log2_lr"] - curve.optimum().grid_log2_lr) <= 3  # one grid step (3 octaves here)
+    seeded = {(p["arm"], p["axis"], p["size"], p["log2_lr"]) for p in pts if p["seed"] == 1}
+    for (arm, axis), curves in build_curves([p for p in pts if p["seed"] == 0]).items():
+        for size, curve in curves.items():
+            best = curve.optimum().grid_log2_lr
+            assert {(arm, axis, size, x) for x in curve.log2_lrs if abs(x - best) <= 3} <= seeded  # 3 octaves a step
+    assert all(c.seeded_optimum() for curves in build_curves(pts).values() for c in curves.values())
     assert 0 < sum(p["seed"] == 1 for p in pts) < sum(p["seed"] == 0 for p in pts)
     assert (sweep_dir / "report.md").exists() and "twin_of" in (sweep_dir / "runs.csv").read_text()
     # a fresh clone: a new sweep dir and the committed records file; the same command trains nothing

@@ -11,8 +11,8 @@ Per family, two stages, each a ``python -m src.run experiment=gpt2_optimizer_fam
 
 1. pilot: the base size only (every arm is SP there, so one job per LR) over log2 η ∈ PILOT, seed 0;
 2. sweep: every arm and size over the 8 grid points from 4 octaves below to 3 above the pilot's
-   grid optimum (recorded in grids.json), seed 0, then seeds 1 to 4 at each size's provisional
-   optimum and its neighbours. The pilot's jobs are the sweep's base-size jobs (same dirs).
+   grid optimum (recorded in grids.json), seed 0, then seeds 1 to 4 at each size's seed-mean
+   optimum and its neighbours (src/sweeps/sweeper.py's seed passes). The pilot's jobs are the sweep's base-size jobs (same dirs).
 """
 
 from __future__ import annotations

@@ -5,10 +5,15 @@ a learning-rate transfer sweep needs.
   are the same numbers (every arm at the base size; Depth-μP, CompleteP and width-only μP at the base
   depth) train identically. Only the first in launch order runs; after it, each twin's dir gets a
   ``metrics.json`` with its own config, the first job's results and ``twin_of`` (its dir).
-* **Seeds where they matter.** With ``extra_seeds``, a second pass reads the first pass's records,
-  finds each arm, axis and size's provisional optimum (the grid argmin of the first pass's seed-mean
-  curve) and runs the extra seeds only at the grid points within ``around`` grid steps of it. The
-  provisional optima come from first-pass seeds only, so a relaunch picks the same second pass.
+* **Seeds where they matter.** With ``extra_seeds``, passes after the grid add those seeds only
+  near the optima. Each pass reads the records of exactly the jobs of the passes before it, finds
+  each arm, axis and size's grid argmin of the seed-mean curve over every seed those jobs hold, and
+  runs the extra seeds that are missing at the grid points within ``around`` grid steps of it. The
+  second pass therefore goes where seed 0 put the optimum; when the seed mean moves the argmin to a
+  point that has only the grid's seeds, a third pass seeds it and its neighbours, and so on until a
+  pass finds nothing missing. Then every size's optimum and its neighbours carry every seed, which
+  the bootstrap interval needs (src/sweeps/transfer.py). A job that trains the same as a job of an
+  earlier pass is its twin, as within a pass.
 
 Both decisions read only files and configs, so a relaunch into the same sweep dir recomputes them
 and the jobs that finished are skipped as usual (src/run.py). With ``records`` (a ``.jsonl.gz``
@@ -22,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +108,8 @@ class TransferSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.extra_seeds, self.around, self.twins = list(extra_seeds or []), around, twins
         self.records = Path(records) if records else None
+        self._dirs: dict[tuple[str, ...], str] = {}  # a job's overrides -> its dir
+        self._first_of: dict[str, Path] = {}  # a training signature -> the dir of the job that runs it
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -114,11 +121,12 @@ class TransferSweeper(BasicSweeper):
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         if self.records is not None:
             log.info("restored %d finished jobs from %s", archive.restore(self.records, self.sweep_dir), self.records)
-        returns = [self._launch(jobs, 0)]
-        if self.extra_seeds:
-            second = self._near_optima(jobs)
-            log.info("second pass: %d jobs (seeds %s) near the provisional optima", len(second), self.extra_seeds)
-            returns.append(self._launch(second, len(jobs)))
+        returns, done = [self._launch(jobs, 0)], list(jobs)
+        while self.extra_seeds and (more := seed_pass(self.sweep_dir, jobs, done, self.extra_seeds, self.around,
+                                                      self._dir)):
+            log.info("seed pass: %d jobs (seeds %s) near the seed-mean optima", len(more), self.extra_seeds)
+            returns.append(self._launch(more, len(done)))
+            done += more
         return returns
 
     def _job(self, job: Sequence[str]) -> tuple[Path, DictConfig]:
@@ -129,9 +137,16 @@ class TransferSweeper(BasicSweeper):
             del config["hydra"]
         return job_dir, config
 
+    def _dir(self, job: Sequence[str]) -> str:
+        """The job's dir relative to the sweep dir (a function of its overrides), cached."""
+        key = tuple(job)
+        if key not in self._dirs:
+            self._dirs[key] = str(self._job(job)[0].relative_to(self.sweep_dir))
+        return self._dirs[key]
+
     def _launch(self, jobs: list[list[str]], first_idx: int) -> Sequence[Any]:
         """Launch every job that is not a twin of an earlier one; then write the twins' records."""
-        first_of: dict[str, Path] = {}
+        first_of = self._first_of
         run, twins = [], []
         for job in jobs:
             job_dir, config = self._job(job)
@@ -162,29 +177,37 @@ class TransferSweeper(BasicSweeper):
         if self.records is not None:
             archive.export(self.sweep_dir, self.records)
 
-    def _near_optima(self, jobs: list[list[str]]) -> list[list[str]]:
-        """The extra-seed jobs: first-pass jobs at most ``around`` grid points from their arm, axis
-        and size's provisional optimum (computed from first-pass seeds only)."""
-        first_seeds = {int(o.split("=", 1)[1]) for job in jobs for o in job if o.startswith("seed=")}
-        pts, _ = points(records(self.sweep_dir))
-        pts = [p for p in pts if p["seed"] in first_seeds]
-        near: set[tuple] = set()
-        for (arm, axis), curves in build_curves(pts).items():
-            for size, curve in curves.items():
-                best = curve.optimum().grid_log2_lr
-                if best is None:
-                    continue
-                i = curve.log2_lrs.index(best)
-                for x in curve.log2_lrs[max(0, i - self.around): i + self.around + 1]:
-                    near.add((arm, axis, size, x))
-        by_dir: dict[str, list[dict[str, Any]]] = {}
-        for p in pts:  # the base point lies on every axis
-            by_dir.setdefault(p["dir"], []).append(p)
-        extra = [s for s in self.extra_seeds if s not in first_seeds]
-        out = []
-        for job in jobs:
-            job_dir, _ = self._job(job)
-            mine = by_dir.get(str(job_dir.relative_to(self.sweep_dir))) if job_dir.is_relative_to(self.sweep_dir) else None
-            if any((p["arm"], p["axis"], p["size"], p["log2_lr"]) in near for p in mine or []):
-                out += [_with_seed(job, s) for s in extra]
-        return out
+
+def seed_pass(sweep_dir: Path, grid: list[list[str]], done: list[list[str]], extra_seeds: Sequence[int],
+              around: int, dir_of: Callable[[Sequence[str]], str]) -> list[list[str]]:
+    """The next seed pass: each of ``extra_seeds`` that the jobs ``done`` lack at a ``grid`` job
+    near its arm, axis and size's seed-mean optimum, judged from the records of ``done``'s jobs only
+    (``dir_of``: a job's dir relative to ``sweep_dir``)."""
+    dirs = {dir_of(job) for job in done}
+    pts = [p for p in points(records(sweep_dir))[0] if p["dir"] in dirs]
+    near = near_optima(pts, around)
+    where: dict[str, set[tuple]] = {}
+    for p in pts:  # the base point lies on every axis
+        where.setdefault(p["dir"], set()).add((p["arm"], p["axis"], p["size"], p["log2_lr"]))
+    out = []
+    for job in grid:
+        if where.get(dir_of(job), set()) & near:
+            for new in (_with_seed(job, s) for s in extra_seeds):
+                if dir_of(new) not in dirs:
+                    dirs.add(dir_of(new))
+                    out.append(new)
+    return out
+
+
+def near_optima(pts: list[dict[str, Any]], around: int) -> set[tuple[str, str, int, float]]:
+    """(arm, axis, size, log2 η) of the grid points at most ``around`` grid steps from the grid
+    argmin of their curve's seed mean (a size where every point diverged has none)."""
+    near = set()
+    for (arm, axis), curves in build_curves(pts).items():
+        for size, curve in curves.items():
+            best = curve.optimum().grid_log2_lr
+            if best is None:
+                continue
+            i = curve.log2_lrs.index(best)
+            near |= {(arm, axis, size, x) for x in curve.log2_lrs[max(0, i - around): i + around + 1]}
+    return near
