@@ -131,6 +131,7 @@ def test_archive_round_trip_keeps_finished_jobs_only(tmp_path):
     assert archive.export(tmp_path / "sweep", path) == 2
     first = path.read_bytes()
     assert archive.export(tmp_path / "sweep", path) == 2 and path.read_bytes() == first  # stable bytes
+    assert first[3] & 0x08 == 0  # no file name in the gzip header (its tmp name holds the pid)
     assert archive.restore(path, tmp_path / "new") == 2 and archive.restore(path, tmp_path / "new") == 0
     assert read_record(tmp_path / "new" / "b") == {"status": "diverged", "config": {"seed": 0}, "config_hash": "b",
                                                     "sweep_metric": 1.0}

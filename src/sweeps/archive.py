@@ -31,7 +31,8 @@ def export(sweep_dir: Path, path: Path) -> int:
             kept[rec["dir"]] = {k: v for k, v in rec.items() if k not in ("plan", "mtime")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: the same records give the same bytes
+    # no mtime and no file name (the tmp name holds the pid) in the header: the same records, the same bytes
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
         f.write("".join(json.dumps(kept[d], sort_keys=True, allow_nan=True) + "\n" for d in sorted(kept)).encode())
     os.replace(tmp, path)
     return len(kept)
