@@ -137,9 +137,10 @@ class RunRecord:
     mutransfer: dict | None = None  # where a μTransfer run took its base HPs from
     error: str | None = None
     twin_of: str | None = None  # a sweep job that did not train: the job dir whose training it shares
+    cost: dict | None = None  # FLOPs counted on the run's steps (src/training/flops.py)
 
     def to_json(self) -> str:
-        record = {k: v for k, v in asdict(self).items() if k not in ("error", "mutransfer", "twin_of") or v is not None}
+        record = {k: v for k, v in asdict(self).items() if k not in ("error", "mutransfer", "twin_of", "cost") or v is not None}
         return json.dumps(record, indent=2, default=_json_default, allow_nan=True)
 
 

@@ -56,7 +56,7 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     task = build_task(cfg, model, plan, instantiate(cfg.scheduler, "scheduler"), cfg.steps, cfg.compile)
     loggers = build_loggers(cfg.logger, run_dir, cfg.name, {**plain(cfg), "plan": plan_summary(plan, None)})
     log_plan(loggers, plan)
-    trainer, guard = build_trainer(cfg, run_dir, loggers, plan)
+    trainer, guard, flops = build_trainer(cfg, run_dir, loggers, plan)
     if trainer.is_global_zero and not (run_dir / CONFIG_FILE).exists():
         OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
     checkpoint = last_checkpoint(run_dir)
@@ -75,4 +75,5 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     return RunRecord(status=status, config=resolved, config_hash=config_hash(resolved), metrics=metrics,
                      sweep_metric=sweep_metric, steps=trainer.global_step,
                      wall_time_s=task.elapsed_before + time.time() - started,
-                     plan=plan_summary(plan, trainer.optimizers[0]))
+                     plan=plan_summary(plan, trainer.optimizers[0]),
+                     cost=flops.cost(trainer, len(task.history)) if flops else None)

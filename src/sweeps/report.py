@@ -4,7 +4,8 @@ Collects every job's metrics.json (a partial or failing sweep too), and writes b
 ``runs.csv`` (one row per job), ``transfer.json`` (per arm and axis: sizes, optimal log2 LR per
 size with its 95% interval, drift and slope with theirs, the verdict, regret, violations, seed
 noise, flags, the best run per size (the dir that trained it, for sampling) and at the reference
-size (its own dir, whose config ``mutransfer.from`` reads)), ``transfer_curves.png``, ``optimum_vs_size.png``
+size (its own dir, whose config ``mutransfer.from`` reads)) and the sweep's cost
+(src/sweeps/cost.py), ``transfer_curves.png``, ``optimum_vs_size.png``
 and ``report.md``; for image-diffusion sweeps also sample grids, Fréchet distance and class accuracy
 of each size's best run. It runs by itself at the end of every multirun (src/sweeps/callback.py).
 """
@@ -22,6 +23,8 @@ from typing import Any
 from src.errors import one_line
 from src.sweeps import plots
 from src.sweeps.collect import dedupe, points, records, write_table
+from src.sweeps.cost import markdown as cost_markdown
+from src.sweeps.cost import sweep_cost
 from src.sweeps.transfer import ArmAxis, analyse
 
 TRANSFER_FILE = "transfer.json"
@@ -61,7 +64,8 @@ def _ci(point: float | None, ci: tuple[float, float] | None, digits: int = 2) ->
     return _fmt(point, digits) + (f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]" if ci else "")
 
 
-def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis], stale: list[str]) -> str:
+def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis], stale: list[str],
+              cost: dict[str, Any]) -> str:
     counts = Counter(r["status"] for r in recs)
     lines = [f"# Transfer report: {sweep_dir.name}", "",
              f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
@@ -97,7 +101,7 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
         lines += [f"- `{f['dir']}`: {f['error']}" for f in failed]
         lines.append("")
     lines += ["![loss vs learning rate](transfer_curves.png)", "", "![optimum vs size](optimum_vs_size.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + cost_markdown(cost))
 
 
 def _task_extras(recs: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -124,7 +128,7 @@ def transfer_of(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[ArmAxis], l
         results = [r for r in results if len(r.curves) > 1 or any(len(o.curves) > 1 for o in results if o.axis == r.axis)]
     transfer = {"sweep_dir": str(sweep_dir), "jobs": len(recs), "stale": stale,
                 "status": dict(Counter(r["status"] for r in recs)), "failed": _failed(recs),
-                "arms": [_entry(r, pts) for r in results]}
+                "arms": [_entry(r, pts) for r in results], "cost": sweep_cost(recs, pts, base)}
     return recs, results, stale, transfer
 
 
@@ -142,7 +146,7 @@ def report(sweep_dir: str | Path, samples: bool | None = None) -> dict[str, Any]
     if results:
         plots.transfer_curves(results, sweep_dir / "transfer_curves.png")
         plots.optimum_vs_size(results, sweep_dir / "optimum_vs_size.png")
-    text = _markdown(sweep_dir, recs, results, stale)
+    text = _markdown(sweep_dir, recs, results, stale, transfer["cost"])
     if results and ("samples" in _task_extras(recs) if samples is None else samples):
         from src.eval import samples as sweep_samples
 

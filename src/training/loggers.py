@@ -78,7 +78,8 @@ def log_plan(loggers: list[Logger], plan) -> None:
 
 
 def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Mapping[str, Any]) -> None:
-    """A W&B run in the sweep's group holding the transfer table, its plots and any sample grids."""
+    """A W&B run in the sweep's group holding the transfer table, the cost table (src/sweeps/cost.py),
+    the plots and any sample grids."""
     import wandb
 
     columns = ["arm", "axis", "sizes", "optimal_log2_lr", "drift_octaves", "slope", "regret", "violations"]
@@ -87,7 +88,15 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
                      name="transfer-report", job_type="report", dir=str(sweep_dir), mode=wandb_mode(spec["mode"]))
     images = {f"transfer/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("*.png"))}
     images |= {f"samples/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("samples/*.png"))}
-    run.log({"transfer/table": table, **images})
+    cost_columns = ["arm", "axis", "proxy_size", "target_size", "proxy_flops", "proxy_wall_s", "target_run_flops",
+                    "target_run_wall_s", "direct_flops", "direct_wall_s", "pct_of_target_run_flops",
+                    "pct_of_target_run_wall", "pct_of_direct_flops", "pct_of_direct_wall"]
+    cost = wandb.Table(columns=cost_columns, data=[
+        [a["arm"], a["axis"], a["proxy_size"], a["target_size"],
+         *(a[k][u] for k in ("proxy_search", "target_run", "direct_search") for u in ("flops", "wall_time_s")),
+         *(a[k][u] for k in ("proxy_vs_target_run_pct", "proxy_vs_direct_search_pct") for u in ("flops", "wall_time_s"))]
+        for a in transfer.get("cost", {}).get("per_arm", [])])
+    run.log({"transfer/table": table, "transfer/cost": cost, **images})
     run.finish()
 
 

@@ -15,12 +15,17 @@ from src.mup.plan import Plan
 from src.training.spectral_monitor import SpectralMonitor
 from src.records import last_checkpoint
 from src.training.callbacks import AtomicCheckpointIO, DivergenceGuard, LastCheckpoint, LinePrinter
+from src.training.flops import FlopCount
 from src.training.schedules import warmup_steps
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], plan: Plan) -> tuple[L.Trainer, DivergenceGuard]:
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger],
+                  plan: Plan) -> tuple[L.Trainer, DivergenceGuard, FlopCount | None]:
+    """(the trainer, its divergence guard, its FLOP counter: None under ``compile``, where a dispatch
+    mode around compiled code is not known to count right)."""
     guard = DivergenceGuard(cfg.divergence.factor, warmup_steps(cfg.steps, cfg.scheduler.get("warmup", 0.0)))
-    callbacks = [guard, LastCheckpoint(last_checkpoint(run_dir), cfg.ckpt_every)]
+    flops = None if cfg.compile else FlopCount()
+    callbacks = [guard, LastCheckpoint(last_checkpoint(run_dir), cfg.ckpt_every), *([flops] if flops else [])]
     if cfg.get("ema_decay") is not None:  # validation and checkpoints see the average, training the raw weights
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if loggers:
@@ -37,4 +42,4 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger], plan: P
         default_root_dir=str(run_dir), enable_checkpointing=False, enable_progress_bar=tty,
         enable_model_summary=False, plugins=[AtomicCheckpointIO()],
     )
-    return trainer, guard
+    return trainer, guard, flops
