@@ -48,40 +48,44 @@ def counter() -> FlopCounterMode:
 
 class FlopCount(Callback):
     def __init__(self) -> None:
-        self.step_flops: int | None = None  # C_step: one micro-batch's forward, backward and update
-        self.val_flops: int | None = None  # C_val: one validation round
-        self._train: FlopCounterMode | None = None
-        self._val: FlopCounterMode | None = None
+        # "step": C_step, one micro-batch's forward, backward and update; "val": C_val, one validation round
+        self.counted: dict[str, int] = {}
+        self._open: dict[str, FlopCounterMode] = {}
+
+    def _start(self, part: str) -> None:
+        if part not in self.counted and part not in self._open:
+            self._open[part] = counter()
+            self._open[part].__enter__()
+
+    def _stop(self, part: str) -> None:
+        if part in self._open:
+            mode = self._open.pop(part)
+            mode.__exit__(None, None, None)
+            self.counted[part] = mode.get_total_flops()
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.step_flops is None and self._train is None:
-            self._train = counter()
-            self._train.__enter__()
+        self._start("step")
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self._train is not None:
-            self._train.__exit__(None, None, None)
-            self.step_flops, self._train = self._train.get_total_flops(), None
+        self._stop("step")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.val_flops is None and self._val is None and not trainer.sanity_checking:
-            self._val = counter()
-            self._val.__enter__()
+        if not trainer.sanity_checking:
+            self._start("val")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self._val is not None:
-            self._val.__exit__(None, None, None)
-            self.val_flops, self._val = self._val.get_total_flops(), None
+        self._stop("val")
 
     def cost(self, trainer: L.Trainer, rounds: int) -> dict[str, Any]:
         """The record's ``cost``: C and its parts for ``rounds`` validation rounds (the run's
         history, which a resumed run restores). A part this process never ran counts as unknown."""
         steps = trainer.global_step * trainer.accumulate_grad_batches
-        train = None if self.step_flops is None else steps * self.step_flops
-        val = None if self.val_flops is None else rounds * self.val_flops
+        step_flops, val_flops = self.counted.get("step"), self.counted.get("val")
+        train = None if step_flops is None else steps * step_flops
+        val = None if val_flops is None else rounds * val_flops
         if (train is None and steps) or (val is None and rounds):
             total = None
         else:
             total = trainer.world_size * ((train or 0) + (val or 0))
-        return {"flops": total, "train_step_flops": self.step_flops, "val_round_flops": self.val_flops,
+        return {"flops": total, "train_step_flops": step_flops, "val_round_flops": val_flops,
                 "devices": trainer.world_size}
