@@ -49,6 +49,7 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, 
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True).hydra
+    _check_budget(hydra_cfg.runtime.choices)
     multirun = multirun or str(hydra_cfg.mode).endswith("MULTIRUN")
     launcher = hydra_cfg.launcher._target_
     if not multirun:
@@ -58,6 +59,17 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, 
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + overrides)
     return _one_value_at_a_time(BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]), True, launcher
+
+
+def _check_budget(choices) -> None:
+    """A budget's numbers live per task family (conf/study_budget/<task>_<budget>.yaml, an optional
+    default): without that file a sweep would fail later on a missing key, so refuse it here."""
+    task, budget = choices.get("task"), choices.get("budget")
+    if budget in (None, "none") or (CONF_DIR / "study_budget" / f"{task}_{budget}.yaml").exists():
+        return
+    options = sorted(p.stem.removeprefix(f"{task}_") for p in (CONF_DIR / "study_budget").glob(f"{task}_*.yaml"))
+    raise ConfigError(f"budget={budget} has no numbers for task={task} (no conf/study_budget/{task}_{budget}.yaml); "
+                      f"choose one of {', '.join(options) or 'none'}")
 
 
 def _one_value_at_a_time(jobs: list[list[str]]) -> list[list[str]]:

@@ -111,6 +111,9 @@ def test_experiment_files_are_global_presets():
     (["data.tokenizer=/no/such/dir"], "data.tokenizer='/no/such/dir': no such file or directory"),
     (["trainer=fsdp"], "trainer.strategy=fsdp needs a CUDA GPU and none is available"),
     (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes'; choose one of offline, online, disabled"),
+    (["experiment=dit_mup_sweep", "budget=families"],
+     "budget=families has no numbers for task=image_diffusion (no conf/study_budget/image_diffusion_families.yaml); "
+     "choose one of default, full, smoke"),
     (["model.width=64,128"], "Ambiguous value for argument 'model.width=64,128'"),
     (["-m", "model.width=64,80"], "model: width=80 is not divisible by head_dim=32"),
 ])

@@ -277,6 +277,10 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     assert all((sweep_dir / s["grid"]).exists() for s in samples)
     text = (sweep_dir / "report.md").read_text()
     assert "| mup/AdamW |" in text and "## Samples of each size's best run" in text
+    cost = json.loads((sweep_dir / "transfer.json").read_text())["cost"]
+    assert "## Cost" in text and cost["total"]["jobs"] == 6 and cost["total"]["flops"] > 0  # 2 twins at width 32
+    assert sorted(r["arm"] for r in cost["per_arm"]) == ["mup/AdamW", "sp/AdamW"]
+    assert all((r["proxy_size"], r["target_size"]) == (32, 64) for r in cost["per_arm"])
 
     from src.eval import samples as samples_cli  # one run, with classifier-free guidance
 
@@ -285,6 +289,21 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     row = json.loads((run_dir / "samples_cfg2.json").read_text())
     assert row["guidance"] == 2 and math.isfinite(row["frechet_distance"]) and (run_dir / "samples_cfg2.png").exists()
     assert samples_cli.main([str(sweep_dir)]) == 2  # not a run dir
+
+
+@pytest.mark.parametrize("study, model, objective", [
+    ("uvit_mup_sweep", "UViT", "GaussianDiffusion"), ("pixart_mup_sweep", "PixArt", "GaussianDiffusion"),
+    ("mmdit_mup_sweep", "MMDiT", "RectifiedFlow"), ("dit_flow_mup_sweep", "DiT", "RectifiedFlow")])
+def test_each_diffusion_transformer_study_trains_its_model_with_its_objective(train, study, model, objective):
+    """One short job of each width study at a width off the base (μP rules in force)."""
+    metric, run_dir = train(f"experiment={study}", "hydra.mode=RUN", "parametrization=mup", "model.width=64",
+                            "data=digits", "steps=2", "val_every=2", "logger=csv", "data.val_size=20")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "ok" and math.isfinite(metric) and record["cost"]["flops"] > 0
+    assert record["config"]["model"]["_target_"].endswith(model)
+    assert record["config"]["task"]["objective"]["_target_"].endswith(objective)
+    assert record["config"]["task"]["timesteps"] == ("logit_normal" if objective == "RectifiedFlow" else "iid")
+    assert record["plan"]["r_n"] == 2.0  # base width 32
 
 
 def test_a_batch_axis_is_collected_from_its_own_key_with_the_smallest_batch_as_reference(tmp_path):
