@@ -28,7 +28,7 @@ def plan_summary(plan: Plan, optimizer) -> dict:
 
 
 def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
-    """metrics (final and best) and the sweep metric from a task's validation history."""
+    """metrics (final, best and the validation history) and the sweep metric from a task's history."""
     history = task.history
     final = dict(history[-1]) if history else {}
     final.pop("step", None)
@@ -41,7 +41,7 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     best = {k: pick(k)(h[k] for h in history if k in h) for k in keys}
     key, last_n = cfg.sweep_metric.key, cfg.sweep_metric.last_n
     metric = mean_of_last(history, key, last_n) if status == "ok" else math.inf
-    return {"final": final, "best": best}, metric
+    return {"final": final, "best": best, "history": [dict(h) for h in history]}, metric
 
 
 def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:

@@ -1,0 +1,157 @@
+"""Convergence at the target width: μP with the proxy's transferred learning rate against SP, the
+DiT-μP paper's "2.9× faster convergence" at CPU scale.
+
+    python experiments/dit_mup/convergence.py --sweep <width sweep dir> [--width 256] [--steps 1600]
+        [--every 100] [--seeds 0 1 2] [--study dit_mup_sweep] [--out outputs/dit_mup/convergence]
+
+Three arms at ``--width``, each trained ``--steps`` steps per seed with the study's data, model and
+AdamW (constant LR, as the paper trains):
+
+* ``mup_transferred``: μP with ``mutransfer.from=<sweep>`` (the proxy's optimal base LR and HPs);
+* ``sp_dit_recipe``: SP with the original DiT recipe, AdamW at a constant 1e-4, no weight decay;
+* ``sp_best_grid``: SP at its own best grid LR at this width in the sweep (what SP needs a search
+  at the target for).
+
+The held-out denoising loss is recorded every ``--every`` steps (the record's ``metrics.history``). Baseline L* = the seed-mean final
+loss of ``sp_dit_recipe``; for each arm, the first recorded step where its seed-mean loss is ≤ L*;
+speed-up = ``--steps`` / that step, with a 95% bootstrap interval over seeds (each replicate
+resamples every arm's seeds). Written to ``<out>/convergence.json`` and ``convergence.md``, with the
+loss curves in ``convergence.png``. Each run lives in ``<out>/<arm>-s<seed>``: a relaunch skips
+finished runs and continues interrupted ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from src.records import CONFIG_FILE, read_record  # noqa: E402
+from src.sweeps.transfer import percentile_interval  # noqa: E402
+
+DIT_RECIPE_LR = 1e-4
+BOOTSTRAP = 1000
+
+
+def arms(sweep: Path, width: int) -> dict[str, list[str]]:
+    """Each arm's overrides; SP's best grid LR read from the sweep's transfer.json."""
+    transfer = json.loads((sweep / "transfer.json").read_text())
+    sp = next((a for a in transfer["arms"] if a["arm"].startswith("sp/") and a["axis"] == "width"), None)
+    best = sp and (sp.get("grid_log2_lr") or {}).get(str(width))
+    if best is None:
+        raise SystemExit(f"{sweep}/transfer.json has no SP grid optimum at width {width}")
+    return {"mup_transferred": ["parametrization=mup", f"mutransfer.from={sweep}"],
+            "sp_dit_recipe": ["parametrization=sp", f"optimizer.lr={DIT_RECIPE_LR}"],
+            "sp_best_grid": ["parametrization=sp", f"optimizer.lr={2.0 ** best}"]}
+
+
+def train(run_dir: Path, study: str, overrides: list[str]) -> dict:
+    """The run's record: trained now, continued, or read back when it finished earlier."""
+    record = read_record(run_dir)
+    if record is None or record["status"] not in ("ok", "diverged"):
+        resume = [f"resume={run_dir}"] if (run_dir / CONFIG_FILE).exists() else []
+        args = [sys.executable, "-m", "src.run", f"experiment={study}", "hydra.mode=RUN",
+                f"hydra.run.dir={run_dir}", *overrides, *resume]
+        print("+", " ".join(args[2:]), flush=True)
+        if subprocess.run(args, cwd=ROOT).returncode != 0:
+            raise SystemExit(f"{run_dir.name} failed")
+        record = read_record(run_dir)
+    return record
+
+
+def val_curve(record: dict) -> dict[int, float]:
+    """step -> held-out loss, from the record's validation history."""
+    return {h["step"]: h["val/loss"] for h in record["metrics"].get("history", []) if "val/loss" in h}
+
+
+def first_step_at(curves: list[dict[int, float]], target: float) -> int | None:
+    """The first step where the seed-mean loss is ≤ ``target`` (None: never)."""
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return next((s for s in steps if sum(c[s] for c in curves) / len(curves) <= target), None)
+
+
+def analyse(curves: dict[str, list[dict[int, float]]], steps: int, rng: random.Random) -> dict:
+    """Baseline loss, steps to reach it and speed-up per arm, with bootstrap intervals over seeds."""
+    def once(draw: dict[str, list[dict[int, float]]]) -> dict[str, float]:
+        base = draw["sp_dit_recipe"]
+        target = sum(c[max(c)] for c in base) / len(base)
+        reach = {arm: first_step_at(cs, target) for arm, cs in draw.items()}
+        return {arm: (steps / s if s else 0.0) for arm, s in reach.items()} | {"_target": target}
+
+    point = once(curves)
+    reps = [once({a: [rng.choice(cs) for _ in cs] for a, cs in curves.items()}) for _ in range(BOOTSTRAP)]
+    target = point.pop("_target")
+    return {"baseline_loss": target, "arms": {
+        arm: {"steps_to_baseline": first_step_at(cs, target), "speedup": point[arm],
+              "speedup_ci": percentile_interval([r[arm] for r in reps]),
+              "final_loss": sum(c[max(c)] for c in cs) / len(cs)} for arm, cs in curves.items()}}
+
+
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    lines = [f"# Convergence at width {args.width}: {args.steps} steps, seeds {args.seeds}", "",
+             f"Baseline: SP with the DiT recipe (constant {DIT_RECIPE_LR}), seed-mean final held-out loss "
+             f"{result['baseline_loss']:.4f}. Speed-up = {args.steps} / the first step where an arm's seed-mean "
+             f"loss is at or below it (checked every {args.every} steps); 95% bootstrap interval over seeds.", "",
+             "| arm | final loss | steps to baseline | speed-up |", "|---|---|---|---|"]
+    for arm, r in result["arms"].items():
+        lo, hi = r["speedup_ci"]
+        lines.append(f"| {arm} | {r['final_loss']:.4f} | {r['steps_to_baseline'] or 'never'} | "
+                     f"{r['speedup']:.2f}× [{lo:.2f}, {hi:.2f}] |")
+    return "\n".join(lines + ["", "![held-out loss over training](convergence.png)", ""])
+
+
+def plot(curves: dict[str, list[dict[int, float]]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, cs in curves.items():
+        steps = sorted(set.intersection(*(set(c) for c in cs)))
+        ax.plot(steps, [sum(c[s] for c in cs) / len(cs) for s in steps], marker="o", label=arm)
+    ax.set(xlabel="step", ylabel="held-out loss (seed mean)", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", type=Path, required=True, help="the width sweep's dir (its transfer.json)")
+    parser.add_argument("--study", default="dit_mup_sweep")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "dit_mup" / "convergence")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run (e.g. data=digits)")
+    args = parser.parse_args(argv)
+    common = [f"model.width={args.width}", f"steps={args.steps}", f"val_every={args.every}",
+              f"ckpt_every={args.steps}", *args.extra]
+    curves: dict[str, list[dict[int, float]]] = {}
+    for arm, overrides in arms(args.sweep.resolve(), args.width).items():
+        for seed in args.seeds:
+            run_dir = args.out.resolve() / f"{arm}-s{seed}"
+            record = train(run_dir, args.study, [*overrides, *common, f"seed={seed}"])
+            curve = val_curve(record)
+            if record["status"] == "diverged" or not curve:
+                curve = {s: math.inf for s in range(args.every, args.steps + 1, args.every)}
+            curves.setdefault(arm, []).append(curve)
+    result = analyse(curves, args.steps, random.Random(0))
+    (args.out / "convergence.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                            **result}, indent=2, allow_nan=True))
+    (args.out / "convergence.md").write_text(markdown(result, args))
+    plot(curves, args.out / "convergence.png")
+    print(f"convergence: {args.out / 'convergence.md'}")
+
+
+if __name__ == "__main__":
+    main()
