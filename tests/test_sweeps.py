@@ -223,7 +223,7 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
 @pytest.mark.timeout(600)
 def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
     sweep_dir = tmp_path / "optuna"
-    args = ["-m", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "steps=4", "val_every=2",
+    args = ["-m", *TINY, "sweep=optuna_init_std", "hydra.sweeper.n_trials=2", "steps=4", "val_every=2",
             "parametrization=completep", "model.tie_head=false", "parametrization.base_width=32",
             "parametrization.base_depth=2", f"hydra.sweep.dir={sweep_dir}"]
     result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True,

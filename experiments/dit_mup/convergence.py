@@ -26,15 +26,14 @@ import argparse
 import json
 import math
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
-from src.records import CONFIG_FILE, read_record  # noqa: E402
 from src.sweeps.transfer import percentile_interval  # noqa: E402
+from train_once import train_once  # noqa: E402
 
 DIT_RECIPE_LR = 1e-4
 BOOTSTRAP = 1000
@@ -50,20 +49,6 @@ def arms(sweep: Path, width: int) -> dict[str, list[str]]:
     return {"mup_transferred": ["parametrization=mup", f"mutransfer.from={sweep}"],
             "sp_dit_recipe": ["parametrization=sp", f"optimizer.lr={DIT_RECIPE_LR}"],
             "sp_best_grid": ["parametrization=sp", f"optimizer.lr={2.0 ** best}"]}
-
-
-def train(run_dir: Path, study: str, overrides: list[str]) -> dict:
-    """The run's record: trained now, continued, or read back when it finished earlier."""
-    record = read_record(run_dir)
-    if record is None or record["status"] not in ("ok", "diverged"):
-        resume = [f"resume={run_dir}"] if (run_dir / CONFIG_FILE).exists() else []
-        args = [sys.executable, "-m", "src.run", f"experiment={study}", "hydra.mode=RUN",
-                f"hydra.run.dir={run_dir}", *overrides, *resume]
-        print("+", " ".join(args[2:]), flush=True)
-        if subprocess.run(args, cwd=ROOT).returncode != 0:
-            raise SystemExit(f"{run_dir.name} failed")
-        record = read_record(run_dir)
-    return record
 
 
 def val_curve(record: dict) -> dict[int, float]:
@@ -140,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm, overrides in arms(args.sweep.resolve(), args.width).items():
         for seed in args.seeds:
             run_dir = args.out.resolve() / f"{arm}-s{seed}"
-            record = train(run_dir, args.study, [*overrides, *common, f"seed={seed}"])
+            record = train_once(run_dir, args.study, [*overrides, *common, f"seed={seed}"])
             curve = val_curve(record)
             if record["status"] == "diverged" or not curve:
                 curve = {s: math.inf for s in range(args.every, args.steps + 1, args.every)}

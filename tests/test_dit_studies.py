@@ -1,5 +1,6 @@
-"""The convergence study (experiments/dit_mup/convergence.py): steps to the SP baseline's final loss
-and the speed-up, with a seed bootstrap; end to end on a tiny sweep (slow)."""
+"""The DiT-μP studies of experiments/dit_mup/: convergence (steps to the SP baseline's final loss and
+the speed-up) and multi-HP μTransfer (paired regret, tuning cost), each with a seed bootstrap; end to
+end on tiny settings (slow)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ import sys
 
 import pytest
 
+from src.sweeps.collect import records
 from tests.conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("convergence", ROOT / "experiments" / "dit_mup" / "convergence.py")
-convergence = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convergence)
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "dit_mup" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+convergence, multi_hp = _script("convergence"), _script("multi_hp")
 
 
 def _curve(rate: float, noise: float = 0.0) -> dict[int, float]:
@@ -65,3 +74,36 @@ def test_the_convergence_study_runs_from_a_sweep_and_resumes(tmp_path):
     mtime = (out / "sp_best_grid-s1" / "metrics.json").stat().st_mtime
     convergence.main(argv)  # a relaunch trains nothing
     assert (out / "sp_best_grid-s1" / "metrics.json").stat().st_mtime == mtime
+
+
+def test_multi_hp_regret_is_paired_by_seed_and_cost_is_a_percentage_of_one_target_run():
+    losses = {"tuned": [1.0, 2.0, 3.0], "transferred": [1.1, 2.1, 3.1], "defaults": [1.5, 1.5, 4.0]}
+    costs = {"proxy": {"flops": 30.0, "wall_time_s": 60.0}, "direct": {"flops": 600.0, "wall_time_s": 300.0}}
+    runs = [{"cost": {"flops": f}, "wall_time_s": w} for f, w in ((100.0, 20.0), (120.0, 30.0), (140.0, 40.0))]
+    result = multi_hp.analyse(losses, costs, runs, random.Random(0))
+    transferred = result["regret"]["transferred"]
+    assert transferred["mean"] == pytest.approx(0.1) and transferred["ci"] == pytest.approx((0.1, 0.1))  # paired
+    defaults = result["regret"]["defaults"]  # differences +0.5, −0.5, +1.0
+    assert defaults["mean"] == pytest.approx(1 / 3) and defaults["ci"][0] < 0 < defaults["ci"][1]
+    assert result["cost"]["one_target_run"] == {"flops": 120.0, "wall_time_s": 30.0}
+    assert result["cost"]["proxy_vs_target_run_pct"] == pytest.approx({"flops": 25.0, "wall_time_s": 200.0})
+    assert result["cost"]["proxy_vs_direct_search_pct"] == pytest.approx({"flops": 5.0, "wall_time_s": 20.0})
+
+
+@pytest.mark.slow  # two 2-trial searches and 6 short runs: a few minutes on 2 cores
+@pytest.mark.timeout(900)
+def test_the_multi_hp_study_runs_end_to_end_and_transfers_the_proxy_trial(tmp_path):
+    out = tmp_path / "multi_hp"
+    argv = ["--trials", "2", "--proxy-width", "32", "--target-width", "64", "--seeds", "0", "1", "--out", str(out),
+            "--extra", "data=digits", "steps=4", "val_every=4", "data.val_size=20", "model.depth=2", "model.patch_size=4"]
+    multi_hp.main(argv)
+    result = json.loads((out / "multi_hp.json").read_text())
+    assert set(result["per_seed"]) == {"transferred", "tuned", "defaults"}
+    assert all(len(v) == 2 for v in result["per_seed"].values())
+    best = min((r for r in records(out / "proxy_search") if r["status"] == "ok"), key=lambda r: r["sweep_metric"])
+    target = json.loads((out / "transferred-s0" / "metrics.json").read_text())
+    assert target["config"]["optimizer"]["lr"] == best["config"]["optimizer"]["lr"]
+    assert target["config"]["optimizer"]["weight_decay"] == best["config"]["optimizer"]["weight_decay"]
+    assert target["config"]["model"]["width"] == 64 and target["plan"]["r_n"] == 2.0
+    assert result["cost"]["proxy_search"]["flops"] > 0 and result["cost"]["direct_search"]["flops"] > 0
+    assert "| transferred |" in (out / "multi_hp.md").read_text()
