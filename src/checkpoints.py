@@ -26,9 +26,10 @@ def parse_run_dir_args(prog: str, doc: str, argv: list[str], **options: tuple[ty
     return parser.parse_args(argv)
 
 
-def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
-    """``model`` with the weights of ``run_dir``'s last checkpoint; a ConfigError when they do not fit."""
-    path = last_checkpoint(Path(run_dir))
+def load_weights(model: torch.nn.Module, run_dir: str | Path, checkpoint: Path | None = None) -> torch.nn.Module:
+    """``model`` with the weights of ``run_dir``'s last checkpoint (or of ``checkpoint``, e.g. a
+    snapshot); a ConfigError when they do not fit."""
+    path = checkpoint or last_checkpoint(Path(run_dir))
     if not path.exists():
         raise ConfigError(f"{run_dir}: no {path.relative_to(run_dir)} (not a finished run dir)")
     if (error := checkpoint_error(path)) is not None:
@@ -42,12 +43,13 @@ def load_weights(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module
     return model
 
 
-def load_model(run_dir: str | Path) -> tuple[torch.nn.Module, DictConfig, Any]:
-    """(the run's model in eval mode with its last weights, its config, its data module, set up)."""
+def load_model(run_dir: str | Path, checkpoint: Path | None = None) -> tuple[torch.nn.Module, DictConfig, Any]:
+    """(the run's model in eval mode with its last weights (or ``checkpoint``'s), its config, its
+    data module, set up)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"{run_dir}: no {CONFIG_FILE} (not a run dir)")
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     data = instantiate(cfg.data, "data")
     data.setup()
-    return load_weights(build_model(assemble(cfg, data.model_inputs)), run_dir).eval(), cfg, data
+    return load_weights(build_model(assemble(cfg, data.model_inputs)), run_dir, checkpoint).eval(), cfg, data

@@ -28,7 +28,7 @@ from typing import Any
 # resolved config holds them there), μTransfer writes its HPs into hashed keys, checkpointing
 # resumes bit-identically, and the rest say where files go, what is logged and when.
 NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resume", "print_plan", "log_every",
-               "ckpt_every")
+               "ckpt_every", "snapshot_every")
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
 log = logging.getLogger("src.run")
 
@@ -61,6 +61,11 @@ def claim(run_dir: Path) -> Iterator[str | None]:
 
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def snapshots(run_dir: Path) -> dict[int, Path]:
+    """step -> the weights kept at that step (``snapshot_every``)."""
+    return {int(p.stem.removeprefix("step=")): p for p in (Path(run_dir) / "checkpoints" / "snapshots").glob("step=*.ckpt")}
 
 
 def previous_checkpoint(path: Path) -> Path:

@@ -37,7 +37,7 @@ def test_speedup_is_steps_over_the_first_step_at_the_baseline_final_loss():
     fast = {s: 1.0 / (1 + 0.04 * s) for s in base}  # reaches 1/17 at step 400
     curves = {"sp_dit_recipe": [base, base], "mup_transferred": [fast, fast], "sp_best_grid": [base, fast]}
     result = convergence.analyse(curves, 1600, random.Random(0))
-    assert result["baseline_loss"] == pytest.approx(1 / 17)
+    assert result["baseline"] == pytest.approx(1 / 17)
     arms = result["arms"]
     assert arms["sp_dit_recipe"]["steps_to_baseline"] == 1600 and arms["sp_dit_recipe"]["speedup"] == 1.0
     assert arms["mup_transferred"]["steps_to_baseline"] == 400 and arms["mup_transferred"]["speedup"] == 4.0
@@ -62,12 +62,15 @@ def test_the_convergence_study_runs_from_a_sweep_and_resumes(tmp_path):
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "convergence"
-    argv = ["--sweep", str(sweep), "--width", "64", "--steps", "8", "--every", "4", "--seeds", "0", "1",
-            "--out", str(out), "--extra", "data=digits", "data.val_size=20", "model.patch_size=4"]
+    argv = ["--sweep", str(sweep), "--width", "64", "--steps", "8", "--every", "4", "--fd-every", "4", "--per-class",
+            "2", "--sample-steps", "4", "--seeds", "0", "1", "--out", str(out), "--extra", "data=digits",
+            "data.val_size=20", "model.patch_size=4"]
     convergence.main(argv)
     result = json.loads((out / "convergence.json").read_text())
-    assert set(result["arms"]) == {"mup_transferred", "sp_dit_recipe", "sp_best_grid"}
-    assert result["arms"]["sp_dit_recipe"]["steps_to_baseline"] == 8  # the baseline reaches itself at the end
+    for metric in ("loss", "frechet_distance"):
+        assert set(result[metric]["arms"]) == {"mup_transferred", "sp_dit_recipe", "sp_best_grid"}
+        assert result[metric]["arms"]["sp_dit_recipe"]["steps_to_baseline"] <= 8  # it reaches itself at the end
+    assert set(json.loads((out / "sp_dit_recipe-s0" / "fd.json").read_text())) == {"4", "8"}
     record = json.loads((out / "mup_transferred-s0" / "metrics.json").read_text())
     assert record["mutransfer"]["from"] == str(sweep) and record["config"]["model"]["width"] == 64
     assert (out / "convergence.png").exists() and "| mup_transferred |" in (out / "convergence.md").read_text()
@@ -107,3 +110,13 @@ def test_the_multi_hp_study_runs_end_to_end_and_transfers_the_proxy_trial(tmp_pa
     assert target["config"]["model"]["width"] == 64 and target["plan"]["r_n"] == 2.0
     assert result["cost"]["proxy_search"]["flops"] > 0 and result["cost"]["direct_search"]["flops"] > 0
     assert "| transferred |" in (out / "multi_hp.md").read_text()
+
+
+def test_snapshots_keep_the_weights_of_every_nth_step_and_change_nothing_else(train):
+    from src.records import read_record, snapshots
+
+    run = ["experiment=gpt2_smoke", "logger=csv", "steps=4", "val_every=2"]
+    plain, plain_dir = train(*run)
+    kept, kept_dir = train(*run, "snapshot_every=2")
+    assert sorted(snapshots(kept_dir)) == [2, 4] and snapshots(plain_dir) == {}
+    assert kept == plain and read_record(kept_dir)["config_hash"] == read_record(plain_dir)["config_hash"]

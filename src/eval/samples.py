@@ -33,9 +33,9 @@ from src.records import CONFIG_FILE, last_checkpoint
 log = logging.getLogger("src.eval")
 
 
-def load_run(run_dir: Path) -> tuple[torch.nn.Module, Any, Any]:
-    """(model with the run's last weights, its objective, its data module) from a finished run dir."""
-    model, cfg, data = load_model(run_dir)
+def load_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[torch.nn.Module, Any, Any]:
+    """(model with the run's last weights or ``checkpoint``'s, its objective, its data module)."""
+    model, cfg, data = load_model(run_dir, checkpoint)
     return model, instantiate(cfg.task.objective, "task.objective"), data
 
 
@@ -55,10 +55,10 @@ def sample(model: torch.nn.Module, objective: Any, labels: torch.Tensor, seed: i
 
 
 def evaluate_run(run_dir: Path, grid: Path, per_class: int = 10, steps: int = 50, guidance: float = 1.0,
-                 cache_dir: str | Path = ".cache/scaling-lab") -> dict[str, Any]:
-    """Sample every class of one run, save the grid (one row per class) and score the samples with the
-    data's classifier (trained once, then read from ``cache_dir``)."""
-    model, objective, data = load_run(run_dir)
+                 cache_dir: str | Path = ".cache/scaling-lab", checkpoint: Path | None = None) -> dict[str, Any]:
+    """Sample every class of one run (its last weights, or ``checkpoint``'s), save the grid (one row
+    per class) and score the samples with the data's classifier (trained once, then read from ``cache_dir``)."""
+    model, objective, data = load_run(run_dir, checkpoint)
     net = classifier(data, cache_dir)
     labels = torch.arange(data.classes).repeat_interleave(per_class)
     images = sample(model, objective, labels, steps=steps, guidance=guidance)

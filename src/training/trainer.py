@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -26,6 +26,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger],
     guard = DivergenceGuard(cfg.divergence.factor, warmup_steps(cfg.steps, cfg.scheduler.get("warmup", 0.0)))
     flops = None if cfg.compile else FlopCount()
     callbacks = [guard, LastCheckpoint(last_checkpoint(run_dir), cfg.ckpt_every), *([flops] if flops else [])]
+    if cfg.get("snapshot_every"):  # weights only: for evaluating a run over its training (samples, FD)
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints" / "snapshots", filename="{step}",
+                                         every_n_train_steps=cfg.snapshot_every, save_top_k=-1, save_weights_only=True))
     if cfg.get("ema_decay") is not None:  # validation and checkpoints see the average, training the raw weights
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if loggers:
@@ -39,7 +42,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger],
         max_steps=cfg.steps, val_check_interval=cfg.val_every, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, log_every_n_steps=cfg.log_every,
         gradient_clip_val=cfg.optimizer.get("grad_clip"), callbacks=callbacks, logger=loggers or False,
-        default_root_dir=str(run_dir), enable_checkpointing=False, enable_progress_bar=tty,
+        default_root_dir=str(run_dir), enable_checkpointing=bool(cfg.get("snapshot_every")), enable_progress_bar=tty,
         enable_model_summary=False, plugins=[AtomicCheckpointIO()],
     )
     return trainer, guard, flops
