@@ -109,6 +109,20 @@ def _check_model_fits_data(cfg: DictConfig) -> None:
         raise ConfigError(f"task.label_dropout={dropout} needs a null label: set model.class_dropout=true")
 
 
+def _check_published_sizes(cfg: DictConfig) -> None:
+    """A published checkpoint (model=llada_hf) loads at its own size only; another size would train
+    a fresh model under the checkpoint's name."""
+    if not str(cfg.model.get("_target_", "")).endswith("llada_hf.published"):
+        return
+    from src.models.llada_hf import read_config
+
+    own = read_config(cfg.model.path)
+    for key in ("width", "depth", "head_dim"):
+        if cfg.model.get(key) != own[key]:
+            raise ConfigError(f"model.{key}={cfg.model.get(key)} differs from the checkpoint's {own[key]} "
+                              f"({cfg.model.path}): a published checkpoint loads at its own size")
+
+
 def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
     """Everything that can be checked without reading data or allocating weights. The model, plan
     and optimizer are built (on the meta device) once per structure: ``checked`` collects the
@@ -125,6 +139,7 @@ def check(cfg: DictConfig, checked: set[str] | None = None) -> None:
     _check_scheduler(cfg)
     _check_logger(cfg)
     _check_model_fits_data(cfg)
+    _check_published_sizes(cfg)
     structure = plain(cfg)
     structure["optimizer"].pop("lr", None)
     key = json.dumps({k: structure[k] for k in ("model", "parametrization", "optimizer", "data")}, sort_keys=True)

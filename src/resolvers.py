@@ -1,6 +1,7 @@
 """The OmegaConf resolvers that ``conf/`` uses: run dirs, Hydra's config subdir, sweep-job dir names,
-and the sweep values a budget expands to. Importing this module registers them; the entry point
-(``src/run.py``) and anything else that composes ``conf/`` outside it (tests, study scripts) import it.
+the sweep values a budget expands to, and the numbers of a published LLaDA checkpoint. Importing this
+module registers them; the entry point (``src/run.py``) and anything else that composes ``conf/``
+outside it (tests, study scripts) import it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def size_part(size: str, which: str) -> int:
     return parts[which]
 
 
+def llada_hf(path: str, key: str) -> Any:
+    """One number (width, depth, head_dim, ...) of a published LLaDA checkpoint's config.json."""
+    from src.models.llada_hf import read_config
+
+    return read_config(path)[key]
+
+
 OmegaConf.register_new_resolver("run_dir", claim_run_dir, replace=True)
 OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir, replace=True)
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
@@ -90,3 +98,4 @@ OmegaConf.register_new_resolver("pow2", lambda x, shift=0: 2.0 ** (float(x) + fl
 OmegaConf.register_new_resolver("size_grid", size_grid, replace=True)
 OmegaConf.register_new_resolver("sweep_values", sweep_values, replace=True)
 OmegaConf.register_new_resolver("size_part", size_part, replace=True)
+OmegaConf.register_new_resolver("llada_hf", llada_hf, replace=True)

@@ -68,7 +68,7 @@ class Attention(nn.Module):
     With ``causal`` the softmax is masked to the past (GPT-2); without it attention is bidirectional.
     ``context`` in ``forward`` makes it cross-attention (q from x, k and v from the context, of width
     ``context_width``); ``qk_norm`` applies RMSNorm over each head's q and k (gains of size d_head);
-    ``rope`` rotates q and k by their positions (``rotary``).
+    ``rope`` rotates q and k by their positions (``rotary``, base ``rope_base``).
     """
 
     def __init__(
@@ -83,10 +83,11 @@ class Attention(nn.Module):
         qk_norm: bool = False,
         context_width: int | None = None,
         rope: bool = False,
+        rope_base: float = 10000.0,
     ) -> None:
         super().__init__()
         self.n_heads = check_heads(width, head_dim)
-        self.rope = rope
+        self.rope, self.rope_base = rope, float(rope_base)
         self.head_dim = head_dim
         self.scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
         self.causal = causal
@@ -112,7 +113,7 @@ class Attention(nn.Module):
         """q, k, v as (batch, heads, seq, d_head); k and v from ``context`` when given."""
         q, (k, v) = self.q_norm(self._heads(self.q(x))), self.kv(x if context is None else context)
         if self.rope:
-            q, k = rotary(q), rotary(k)
+            q, k = rotary(q, self.rope_base), rotary(k, self.rope_base)
         return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -196,14 +197,14 @@ class Block(nn.Module):
         dropout: float = 0.0,
         rms_norm: bool = False,
         rope: bool = False,
+        rope_base: float = 10000.0,
         swiglu: bool = False,
     ) -> None:
         super().__init__()
         self.branch_mult = float(branch_mult)
         self.norm1 = make_norm(width, norm, norm_eps, bias, rms=rms_norm)
-        self.attn = Attention(
-            width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout, rope=rope
-        )
+        self.attn = Attention(width, head_dim, scale=attn_scale, causal=causal, bias=bias, dropout=dropout,
+                              rope=rope, rope_base=rope_base)
         self.norm2 = make_norm(width, norm, norm_eps, bias, rms=rms_norm)
         self.mlp = (SwiGLU(width, mlp_ratio, bias=bias, dropout=dropout) if swiglu
                     else MLP(width, mlp_ratio, bias=bias, dropout=dropout))
