@@ -29,7 +29,8 @@ NEEDS_VALUES = {
     "parametrization": {"mup": [UNTIED], "depth_mup": [UNTIED], "completep": [UNTIED]},
     "model": {**{m: ["task=image_diffusion", "data=digits"] for m in ("dit", "dit_s", "dit_b", "dit_l", "dit_xl",
                                                                       "uvit", "pixart", "mmdit")},
-              "llada": ["task=masked_lm", "data=arithmetic"]},
+              "llada": ["task=masked_lm", "data=arithmetic"],
+              "llada_hf": ["task=masked_lm", "data=arithmetic", "@llada_hf"]},
     "vrpo": {o: ["task=preference", "model=llada", "data=preference_file", f"data.path={_HERE}"]
              for o in ("vrpo", "naive_dpo")},
     "task": {"image_diffusion": ["model=dit", "data=digits"], "masked_lm": ["model=llada", "data=arithmetic"],
@@ -44,6 +45,12 @@ def _local_files(tmp_path, name: str) -> str:
     import torch
     from PIL import Image
 
+    if name == "@llada_hf":  # a tiny random checkpoint in the published layout
+        from src.models.llada import LLaDA
+        from src.models.llada_hf import save_published
+
+        save_published(LLaDA(vocab_size=300, width=32, depth=2, head_dim=16, mask_id=290), tmp_path / "llada")
+        return f"model.path={tmp_path / 'llada'}"
     if name == "@latents":
         torch.save({"latents": torch.randn(10, 4, 8, 8), "labels": torch.arange(10) % 3}, tmp_path / "l.pt")
         return f"data.path={tmp_path / 'l.pt'}"
@@ -78,8 +85,8 @@ def test_experiment_files_are_global_presets():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, llada, mmdit, pixart, "
-                     "uvit"),
+    (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, llada, llada_hf, "
+                     "mmdit, pixart, uvit"),
     (["data=nothing"], "data=nothing: no such option; choose one of arithmetic, arithmetic_pairs, cifar10, digits, "
                        "hf_images, hf_text, image_folder, latents, mnist5k, preference_file, pysource, sft_file, "
                        "shapes, text_files"),
@@ -113,7 +120,7 @@ def test_experiment_files_are_global_presets():
     (["logger.wandb.mode=sometimes"], "logger.wandb.mode='sometimes'; choose one of offline, online, disabled"),
     (["experiment=dit_mup_sweep", "budget=families"],
      "budget=families has no numbers for task=image_diffusion (no conf/study_budget/image_diffusion_families.yaml); "
-     "choose one of default, full, smoke"),
+     "choose one of default, full, seeded, smoke"),
     (["model.width=64,128"], "Ambiguous value for argument 'model.width=64,128'"),
     (["-m", "model.width=64,80"], "model: width=80 is not divisible by head_dim=32"),
 ])

@@ -291,9 +291,14 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     assert samples_cli.main([str(sweep_dir)]) == 2  # not a run dir
 
 
+SLOW = pytest.mark.slow  # each model has its own fast tests; one preset runs in the fast suite
+
+
 @pytest.mark.parametrize("study, model, objective", [
-    ("uvit_mup_sweep", "UViT", "GaussianDiffusion"), ("pixart_mup_sweep", "PixArt", "GaussianDiffusion"),
-    ("mmdit_mup_sweep", "MMDiT", "RectifiedFlow"), ("dit_flow_mup_sweep", "DiT", "RectifiedFlow")])
+    pytest.param("uvit_mup_sweep", "UViT", "GaussianDiffusion", marks=SLOW),
+    pytest.param("pixart_mup_sweep", "PixArt", "GaussianDiffusion", marks=SLOW),
+    ("mmdit_mup_sweep", "MMDiT", "RectifiedFlow"),
+    pytest.param("dit_flow_mup_sweep", "DiT", "RectifiedFlow", marks=SLOW)])
 def test_each_diffusion_transformer_study_trains_its_model_with_its_objective(train, study, model, objective):
     """One short job of each width study at a width off the base (μP rules in force)."""
     metric, run_dir = train(f"experiment={study}", "hydra.mode=RUN", "parametrization=mup", "model.width=64",

@@ -1,13 +1,15 @@
 """A run's compute in FLOPs, counted on the run's own steps.
 
 ``FlopCount`` counts, with torch's ``FlopCounterMode``, the floating-point operations of the first
-training step (forward, backward and update) and of the first validation round that this process
+training step (forward, backward and update) and of the first validation batch that this process
 runs, then scales them to the whole run:
 
     C = S · A · C_step + V · C_val,  times the number of devices,
 
 with S the optimizer steps taken, A the micro-batches per step (gradient accumulation) and V the
-validation rounds run. FlopCounterMode counts the operations that dominate a Transformer's cost
+validation rounds run; C_val = the first batch's count × (samples in a round / samples in that
+batch), since every operation here is linear in the batch size. Counting a whole round would cost
+more than the round (the counter runs Python for every operation). FlopCounterMode counts the operations that dominate a Transformer's cost
 (matrix products, convolutions, attention) at 2 FLOPs per multiply-add; elementwise work (norms,
 activations, the optimizer's update) is not counted, and attention counts the full T × T score
 matrix even when causal. The first step stands for every step because a run's shapes do not change
@@ -46,10 +48,20 @@ def counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
 
 
+def _samples(batch: Any) -> int:
+    """The batch size: the leading dim of the batch's first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    items = batch.values() if isinstance(batch, dict) else batch
+    return next(_samples(b) for b in items if isinstance(b, (torch.Tensor, dict, list, tuple)))
+
+
 class FlopCount(Callback):
     def __init__(self) -> None:
-        # "step": C_step, one micro-batch's forward, backward and update; "val": C_val, one validation round
+        # "step": C_step, one micro-batch's forward, backward and update; "val": C_val, one validation
+        # round (from "val_batch", its first batch)
         self.counted: dict[str, int] = {}
+        self._first = self._samples = 0
         self._open: dict[str, FlopCounterMode] = {}
 
     def _start(self, part: str) -> None:
@@ -69,12 +81,21 @@ class FlopCount(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self._stop("step")
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if not trainer.sanity_checking:
-            self._start("val")
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int,
+                                  *args: Any) -> None:
+        if trainer.sanity_checking or "val" in self.counted:
+            return
+        if batch_idx == 0:
+            self._first, self._samples = _samples(batch), 0
+            self._start("val_batch")
+        self._samples += _samples(batch)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._stop("val_batch")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self._stop("val")
+        if "val_batch" in self.counted and "val" not in self.counted and not trainer.sanity_checking:
+            self.counted["val"] = round(self.counted["val_batch"] * self._samples / self._first)
 
     def cost(self, trainer: L.Trainer, rounds: int) -> dict[str, Any]:
         """The record's ``cost``: C and its parts for ``rounds`` validation rounds (the run's
