@@ -54,6 +54,9 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], bool, 
     launcher = hydra_cfg.launcher._target_
     if not multirun:
         return [overrides], False, launcher
+    for key, value in (hydra_cfg.sweeper.get("params") or {}).items():
+        if not str(value).strip():  # e.g. budget.log2_lrs=[]: Hydra would launch one job with an empty value
+            raise ConfigError(f"{key}: the sweep has no values (an empty list in the budget?)")
     if not hydra_cfg.sweeper._target_.endswith("BasicSweeper"):
         return [fixed], True, launcher  # other sweepers (Optuna) draw their values at run time
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]

@@ -121,6 +121,8 @@ def test_experiment_files_are_global_presets():
     (["experiment=dit_mup_sweep", "budget=families"],
      "budget=families has no numbers for task=image_diffusion (no conf/study_budget/image_diffusion_families.yaml); "
      "choose one of default, full, seeded, smoke"),
+    (["experiment=gpt2_width_depth_sweep", "budget.log2_lrs=[]"],
+     "sweep.log2_lr: the sweep has no values (an empty list in the budget?)"),
     (["model.width=64,128"], "Ambiguous value for argument 'model.width=64,128'"),
     (["-m", "model.width=64,80"], "model: width=80 is not divisible by head_dim=32"),
 ])
