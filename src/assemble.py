@@ -67,10 +67,10 @@ def _check_inputs(model: DictConfig, inputs: dict[str, int]) -> None:
     diffusion model and a corpus, do not fit)."""
     import inspect
 
-    from hydra.utils import get_class
+    from hydra.utils import get_object  # a class or a factory function (model=llada_hf)
 
     try:
-        params = inspect.signature(get_class(model._target_)).parameters
+        params = inspect.signature(get_object(model._target_)).parameters
     except Exception:  # an unimportable target is reported when it is built
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -196,7 +196,7 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
         if cfg.print_plan:
             print(_built_plan(cfg).table())
             return math.nan
-        if cfg.get("init_stage") and not cfg.get("resume"):
+        if cfg.get("init_stage") and cfg.get("init_from") and not cfg.get("resume"):
             train_init_stage(cfg)
         record = JOBS[cfg.job](cfg, run_dir, started)
         record.mutransfer = transfer
@@ -244,6 +244,10 @@ def train_init_stage(cfg: DictConfig) -> None:
     target = Path(cfg.init_from)
     if last_checkpoint(target).exists():
         return
+    if OmegaConf.select(cfg, "model.path"):  # init_stage names its own model, not this published one
+        raise ConfigError(f"init_from={target} has no finished run, and init_stage would train its own model "
+                          f"there, not model.path={cfg.model.path}: start from the checkpoint's weights with "
+                          "init_from=null, or give init_from=<an SFT run of this checkpoint>")
     args = [*cfg.init_stage, f"hydra.run.dir={target}"]
     log.info("init_from=%s has no finished run: training it first (python -m src.run %s)", target, " ".join(args))
     done = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=Path(__file__).resolve().parent.parent)

@@ -118,7 +118,7 @@ def test_a_missing_tensor_or_a_small_vocab_is_refused(checkpoint):
         published(str(path))
 
 
-def test_sft_runs_end_to_end_from_a_published_checkpoint(checkpoint, tmp_path):
+def test_the_run_builds_a_published_checkpoint_with_its_weights(checkpoint):
     from src.assemble import assemble, instantiate
     from src.mup.plan import build_model
     from tests.conftest import make_config
@@ -128,6 +128,11 @@ def test_sft_runs_end_to_end_from_a_published_checkpoint(checkpoint, tmp_path):
     model = build_model(assemble(cfg, instantiate(cfg.data, "data").model_inputs))  # the run's own path
     tokens = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(3))
     assert torch.equal(model(tokens), original(tokens))  # the published weights, untouched by the plan
+
+
+@pytest.mark.slow  # 20 s; the fast suite runs VRPO from a published checkpoint (tests/test_chat.py)
+def test_sft_runs_end_to_end_from_a_published_checkpoint(checkpoint, tmp_path):
+    _, path = checkpoint
     run_dir = tmp_path / "sft"
     done = run_cli("experiment=llada_sft", "model=llada_hf", f"model.path={path}", "steps=2", "val_every=2",
                    "logger=csv", f"hydra.run.dir={run_dir}", "task.sample_accuracy=false")

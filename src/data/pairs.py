@@ -7,8 +7,11 @@ Rows come from a JSONL file or a Hugging Face dataset (local path, or a name wit
 
 A malformed row (missing field, wrong type, empty response) is a ``ConfigError`` naming the file,
 row and field. Text is tokenized (bytes by default, or a local HF tokenizer) and every sequence is
-laid out as ``[prompt, response, EOS, EOS padding …]`` of one fixed length T (LLaDA's SFT format):
-EOS is an extra token id (the tokenizer's vocab size), the mask token the next one (the model's).
+laid out as ``[prompt, response, EOS, EOS padding …]`` of one fixed length T (LLaDA's SFT format).
+EOS is the tokenizer's own ``eos_token`` where its ``tokenizer_config.json`` names one (a published
+checkpoint's ``<|endoftext|>``), else an extra id (the tokenizer's vocab size) and the mask token the
+next one (the model's). With ``chat_template`` the prompt is the tokenizer's chat template rendered
+over it as one user turn (``src/data/chat.py``), as instruction-tuned checkpoints were trained.
 Per sequence two masks say what is what: ``response`` (the response and its terminating EOS) and
 ``padding`` (the EOS padding after it). SFT learns both (the padding teaches length); VRPO's ELBOs
 sum over ``response`` only.
@@ -90,21 +93,25 @@ def check_row(row: Any, fields: Sequence[str], place: str) -> None:
 
 @dataclass(frozen=True)
 class Layout:
-    """How text becomes fixed-length sequences: token ids, EOS, the length T."""
+    """How text becomes fixed-length sequences: token ids, EOS, the length T, the prompt format."""
 
     tokenizer: Any
     length: int
+    chat: bool = False
 
     @property
     def eos_id(self) -> int:
-        return self.tokenizer.vocab_size
+        own = self.tokenizer.eos_id
+        return self.tokenizer.vocab_size if own is None else own
 
     @property
     def vocab_size(self) -> int:
-        """Tokenizer ids plus EOS (the model adds the mask token)."""
-        return self.tokenizer.vocab_size + 1
+        """Tokenizer ids, plus EOS where it is an extra id (the model adds the mask token)."""
+        return self.tokenizer.vocab_size + (self.tokenizer.eos_id is None)
 
     def prompt(self, text: str) -> np.ndarray:
+        if self.chat:
+            return self.tokenizer.encode(self.tokenizer.config.render(text), special=False).astype(np.int64)
         return self.tokenizer.encode(text).astype(np.int64)
 
     def encode(self, prompt: str, response: str, place: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,11 +169,17 @@ class PairData(L.LightningDataModule):
     fields: tuple[str, ...] = SFT_FIELDS
 
     def __init__(self, *, max_length: int = 64, batch_size: int = 32, val_size: int = 256, seed: int = 0,
-                 tokenizer: str | None = None) -> None:
+                 tokenizer: str | None = None, chat_template: bool | None = None) -> None:
+        """``chat_template``: format prompts with the tokenizer's chat template (None: when it has one)."""
         super().__init__()
         check_sizes(max_length=max_length, batch_size=batch_size, val_size=val_size)
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
-        self.layout = Layout(load_tokenizer(tokenizer), max_length)
+        tok = load_tokenizer(tokenizer)
+        if chat_template and tok.config.chat_template is None:
+            raise ConfigError(f"data.chat_template=true, but data.tokenizer={tokenizer!r} has no chat template "
+                              "(a tokenizer_config.json with chat_template beside tokenizer.json)")
+        chat = tok.config.chat_template is not None if chat_template is None else chat_template
+        self.layout = Layout(tok, max_length, chat)
         self.train: Rows | None = None
         self.val: Rows | None = None
         self.val_rows: list[dict[str, str]] = []

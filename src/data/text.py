@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.checks import check_sizes
+from src.data.chat import CONFIG, TokenizerConfig
 from src.errors import ConfigError
 from src.data.batches import hash_unit, heldout_loader, train_loader
 from src.data.hf import load_hf_split
@@ -37,12 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens (vocab 256): needs no files and no download."""
+    """UTF-8 bytes as tokens (vocab 256): needs no files and no download. No EOS, no chat template."""
 
     vocab_size = 256
     fingerprint = "bytes"
+    eos_id: int | None = None
+    config = TokenizerConfig()
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, special: bool = True) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     def decode(self, ids: list[int]) -> str:
@@ -53,7 +56,9 @@ class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer read from a local path.
 
     ``path`` is a ``tokenizer.json`` file, or a directory holding ``tokenizer.json`` or the GPT-2 style
-    ``vocab.json`` + ``merges.txt`` pair. Nothing is downloaded.
+    ``vocab.json`` + ``merges.txt`` pair. Nothing is downloaded. A ``tokenizer_config.json`` beside
+    it (as published checkpoints ship) gives ``eos_id`` (its ``eos_token``, an id inside the vocab) and
+    the chat template (``config``); without one, ``eos_id`` is None.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -78,11 +83,18 @@ class HFTokenizer:
         except Exception as err:  # the tokenizers library raises plain Exceptions for unreadable files
             raise ConfigError(f"data.tokenizer={str(path)!r}: not a Hugging Face tokenizer ({err})") from err
         self.vocab_size = self._tok.get_vocab_size()
-        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+        directory = path if path.is_dir() else path.parent
+        self.config = TokenizerConfig.read(directory)
+        self.eos_id = None if self.config.eos_token is None else self._tok.token_to_id(self.config.eos_token)
+        if self.config.eos_token is not None and self.eos_id is None:
+            raise ConfigError(f"{directory / CONFIG}: eos_token {self.config.eos_token!r} is not in the tokenizer's vocab")
+        configs = [directory / CONFIG] if (directory / CONFIG).is_file() else []
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in files + configs)).hexdigest()[:16]
         self.fingerprint = f"hf-{digest}"
 
-    def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self._tok.encode(text).ids, dtype=np.int64)
+    def encode(self, text: str, special: bool = True) -> np.ndarray:
+        """Token ids; ``special=False`` adds no BOS/EOS of the post-processor (for templated text)."""
+        return np.asarray(self._tok.encode(text, add_special_tokens=special).ids, dtype=np.int64)
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids)
