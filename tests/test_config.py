@@ -24,8 +24,8 @@ NEEDS_VALUES = {
     "data": {"text_files": [f"data.paths=[{_HERE}]"], "hf_text": [f"data.name_or_path={_HERE}"],
              "mnist5k": IMAGES, "digits": IMAGES, "shapes": IMAGES, "cifar10": [*IMAGES, "data.root=/tmp"],
              "image_folder": [*IMAGES, f"data.root={_HERE.parent.parent}"], "hf_images": [*IMAGES, "@hf_images"],
-             "latents": [*IMAGES, "@latents"], "arithmetic": SFT, "sft_file": [*SFT, f"data.path={_HERE}"],
-             "preference_file": [*PREFS, f"data.path={_HERE}"], "arithmetic_pairs": [*PREFS, f"init_from={_HERE.parent}"]},
+             "latents": [*IMAGES, "@latents"], "arithmetic": SFT, "sorting": SFT, "sft_file": [*SFT, f"data.path={_HERE}"],
+             "preference_file": [*PREFS, f"data.path={_HERE}"], "sampled_pairs": [*PREFS, f"init_from={_HERE.parent}"]},
     "parametrization": {"mup": [UNTIED], "depth_mup": [UNTIED], "completep": [UNTIED]},
     "model": {**{m: ["task=image_diffusion", "data=digits"] for m in ("dit", "dit_s", "dit_b", "dit_l", "dit_xl",
                                                                       "uvit", "pixart", "mmdit")},
@@ -87,9 +87,9 @@ def test_experiment_files_are_global_presets():
 @pytest.mark.parametrize("argv, message", [
     (["model=foo"], "model=foo: no such option; choose one of dit, dit_b, dit_l, dit_s, dit_xl, gpt2, llada, llada_hf, "
                      "mmdit, pixart, uvit"),
-    (["data=nothing"], "data=nothing: no such option; choose one of arithmetic, arithmetic_pairs, cifar10, digits, "
-                       "hf_images, hf_text, image_folder, latents, mnist5k, preference_file, pysource, sft_file, "
-                       "shapes, text_files"),
+    (["data=nothing"], "data=nothing: no such option; choose one of arithmetic, cifar10, digits, hf_images, hf_text, "
+                       "image_folder, latents, mnist5k, preference_file, pysource, sampled_pairs, sft_file, shapes, "
+                       "sorting, text_files"),
     (["model=dit"], "model (DiT) does not take vocab_size from the data: pair it with data that gives image_size, "
                     "in_channels, num_classes"),
     (["model.widht=64"], "model.widht: no such key in the config"),

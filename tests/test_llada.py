@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.errors import ConfigError
-from src.data import arithmetic
+from src.data import problems
 from src.data.pairs import Layout, read_rows
 from src.data.text import ByteTokenizer
 from src.eval import answers
@@ -89,15 +89,30 @@ def test_preference_file_with_a_local_hf_tokenizer(tmp_path):
             assert data.layout.decode(ids) == tok.decode(tok.encode(row[field]).ids)
 
 
-def test_arithmetic_split_is_disjoint_and_noise_gives_wrong_answers():
-    train, val = arithmetic.split_problems(2, 256, seed=0)
-    assert len(val) == 256 and len(train) == 10_000 - 256 and not set(train) & set(val)
-    data = arithmetic.ArithmeticSFTData(digits=2, noise=0.3, val_size=256, max_length=12)
+@pytest.mark.parametrize("task, length", [(problems.Addition(2), 12), (problems.Sorting(12, 2, 2000), 80)])
+def test_a_built_in_tasks_split_is_disjoint_and_noise_gives_typical_wrong_answers(task, length):
+    train, val = task.split(256, seed=0)
+    assert len(val) == 256 and len(train) == len(task.problems()) - 256 and not set(train) & set(val)
+    data = problems.ProblemSFTData(task, noise=0.3, val_size=256, max_length=length)
     rows, held_out, _ = data.rows()
-    wrong = [r for r in rows if not arithmetic.answer_correct(r["prompt"], r["completion"])]
-    assert len(wrong) / len(rows) == pytest.approx(0.3, abs=0.02)
-    assert all(arithmetic.answer_correct(r["prompt"], r["completion"]) for r in held_out)
-    assert all(int(r["completion"]) >= 0 for r in rows)
+    wrong = [r for r in rows if not task.correct(r["prompt"], r["completion"])]
+    assert len(wrong) / len(rows) == pytest.approx(0.3, abs=0.03)
+    assert all(task.correct(r["prompt"], r["completion"]) for r in held_out)
+    assert {task.miss(r["prompt"], r["completion"]) for r in wrong} <= (
+        {str(d) for d in problems.Addition.OFFSETS} if isinstance(task, problems.Addition) else {"1 wrong", "2 wrong"})
+    data.setup()  # every row fits the length
+
+
+def test_sorting_answers_are_long_and_checked_by_position():
+    task = problems.Sorting(count=12, digits=2)
+    p = (47, 3, 91, 3, 50, 12, 88, 7, 64, 29, 30, 99)
+    assert task.prompt(p) == "sort 47 03 91 03 50 12 88 07 64 29 30 99:" and task.parse(task.prompt(p)) == p
+    assert task.answer(p) == "03 03 07 12 29 30 47 50 64 88 91 99" and len(task.answer(p)) == 35
+    assert task.correct(task.prompt(p), " 03 03 07 12 29 30 47 50 64 88 91 99 ")
+    assert task.miss(task.prompt(p), "03 03 07 12 30 29 47 50 64 88 91 99") == "2 wrong"
+    assert task.miss(task.prompt(p), "03 07 12") == "malformed" == task.miss(task.prompt(p), "03 x")
+    assert len(set(task.problems())) == len(task.problems()) == 20_000  # distinct, and the same for every run
+    assert task.problems()[:3] == problems.Sorting(12, 2).problems()[:3]
 
 
 @pytest.mark.slow  # minutes on 2 cores: make test-slow
@@ -128,7 +143,7 @@ def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
     assert greedy["accuracy"] == record["metrics"]["final"]["val/accuracy"] and greedy["answers"] == 8
     sampled = answers.evaluate(sft_dir, temperature=1.0, draws=2)
     assert sampled == answers.evaluate(sft_dir, temperature=1.0, draws=2) and sampled["answers"] == 16
-    assert sum(sampled["misses_by_offset"].values()) == round(16 * (1 - sampled["accuracy"]))
+    assert sum(sampled["misses"].values()) == round(16 * (1 - sampled["accuracy"]))
 
     result = run_cli("experiment=llada_vrpo", f"init_from={sft_dir}", "steps=2", "model.width=32", "model.depth=1",
                      "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",

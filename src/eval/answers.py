@@ -4,11 +4,12 @@ Every held-out prompt is answered by the validation sampler (low-confidence rema
 position after the prompt, EOS padding included) at temperature τ, ``draws`` times; τ = 0 is greedy (one draw suffices), and at τ > 0 draw k
 uses generator(seed, "answers", k), so the result is a pure function of the weights, τ, draws and
 seed. A hit is the same decoded text as the held-out reference (``completion`` of SFT rows, ``chosen``
-of preference rows). For the addition task the misses are also binned by offset (answer − (a + b)).
+of preference rows). On a built-in task the misses are also counted by kind (``Problems.miss``:
+addition's offset answer − (a + b), sorting's number of wrong positions).
 
     python -m src.eval.answers <run dir> [--temperature 1] [--draws 4]
 
-writes ``answers_T<τ>.json`` (accuracy, its binomial standard error, the offset counts) into the run dir.
+writes ``answers_T<τ>.json`` (accuracy, its binomial standard error, the miss counts) into the run dir.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 
 from src.checkpoints import load_model, parse_run_dir_args
 from src.errors import ConfigError
-from src.data.arithmetic import offset
 from src.data.pairs import PairData
 from src.diffusion.masked import sampled_answers
 from src.estimators.timesteps import generator
@@ -43,24 +43,24 @@ def held_out_answers(model: torch.nn.Module, data: Any, temperature: float = 0.0
 
 
 def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), and the misses by offset."""
+    """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), and the misses by kind."""
     model, _, data = load_model(run_dir)
     if not isinstance(data, PairData):
         raise ConfigError(f"{run_dir}: not a run on prompt–response rows (data={type(data).__name__}); "
                           "src.eval.answers needs an SFT or preference run")
-    field = data.responses[0]
-    hits, offsets = 0, Counter()
+    field, task = data.responses[0], getattr(data, "problems", None)
+    hits, misses = 0, Counter()
     draws = 1 if temperature == 0 else draws
     for k in range(draws):
         for row, answer in zip(data.val_rows, held_out_answers(model, data, temperature, seed, k)):
             if answer == row[field]:
                 hits += 1
             else:
-                offsets[str(offset(row["prompt"], answer))] += 1
+                misses[task.miss(row["prompt"], answer) if task else "wrong"] += 1
     total = draws * len(data.val_rows)
     p = hits / total
     return {"temperature": temperature, "draws": draws, "seed": seed, "answers": total, "accuracy": p,
-            "stderr": math.sqrt(p * (1 - p) / total), "misses_by_offset": dict(offsets.most_common())}
+            "stderr": math.sqrt(p * (1 - p) / total), "misses": dict(misses.most_common())}
 
 
 def main(argv: list[str]) -> int:

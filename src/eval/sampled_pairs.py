@@ -1,9 +1,9 @@
-"""Preference pairs from an SFT run's own samples: the step between SFT and VRPO on the arithmetic task.
+"""Preference pairs from an SFT run's own samples: the step between SFT and VRPO on a built-in task.
 
 Training pairs: for ``prompts`` training problems (the SFT run's split), ``samples`` answers at
 ``temperature``; where some are right and some wrong, chosen = a right one, rejected = a wrong one
-(both the model's). Held-out pairs: every held-out problem of the SFT run, chosen = the right sum,
-rejected = one of the model's wrong answers (a wrong sum when it made none).
+(both the model's). Held-out pairs: every held-out problem of the SFT run, chosen = the right answer,
+rejected = one of the model's wrong answers (the task's typical wrong answer when it made none).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from src.checkpoints import load_model
-from src.data.arithmetic import ArithmeticSFTData, answer_correct, prompt, split_problems, wrong_sum
+from src.data.problems import ProblemSFTData
 from src.data.pairs import Layout
 from src.diffusion.masked import sampled_answers
 from src.errors import ConfigError
@@ -24,32 +24,35 @@ def sampled_pairs(sft_run: Path, layout: Layout, prompts: int, samples: int, tem
                   ) -> list[dict[str, str]]:
     """Rows {prompt, chosen, rejected, split} with split "train" or "val"."""
     model, _, sft = load_model(sft_run)
-    if not isinstance(sft, ArithmeticSFTData) or sft.layout.length != layout.length:
-        raise ConfigError(f"data.sft_run={sft_run}: not an arithmetic SFT run with max_length={layout.length}")
-    train, val = split_problems(sft.digits, sft.val_size, sft.seed)
+    if not isinstance(sft, ProblemSFTData):
+        raise ConfigError(f"data.sft_run={sft_run}: not an SFT run on a built-in task (data=arithmetic, data=sorting)")
+    if sft.layout.length != layout.length:
+        raise ConfigError(f"data.max_length={layout.length}, but data.sft_run={sft_run} was trained with "
+                          f"max_length={sft.layout.length}: give the same")
+    task = sft.problems
+    train, val = task.split(sft.val_size, sft.seed)
     pick = np.random.default_rng([seed, 17]).permutation(len(train))[: prompts]
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for split, chosen in (("train", [train[i] for i in sorted(pick)]), ("val", val)):
-        texts = [prompt(a, b) for a, b in chosen for _ in range(samples)]
+        texts = [task.prompt(p) for p in chosen for _ in range(samples)]
         encoded = [layout.encode(t, "0") for t in texts]
         tokens = torch.from_numpy(np.stack([e[0] for e in encoded]))
         prompt_mask = torch.from_numpy(np.stack([~(e[1] | e[2]) for e in encoded]))
         answers = [layout.decode(a.tolist()) for a in
                    sampled_answers(model, tokens, prompt_mask, model.mask_id, gen=gen, temperature=temperature)]
         rng = np.random.default_rng([seed, 19, len(rows)])
-        for k, (a, b) in enumerate(chosen):
-            mine = answers[k * samples: (k + 1) * samples]
-            right = [x for x in mine if answer_correct(prompt(a, b), x)]
-            room = layout.length - len(layout.prompt(prompt(a, b))) - 1  # for the answer, before EOS
-            wrong = [x for x in mine if x.strip() and not answer_correct(prompt(a, b), x)
+        for k, p in enumerate(chosen):
+            mine, text = answers[k * samples: (k + 1) * samples], task.prompt(p)
+            right = [x for x in mine if task.correct(text, x)]
+            room = layout.length - len(layout.prompt(text)) - 1  # for the answer, before EOS
+            wrong = [x for x in mine if x.strip() and not task.correct(text, x)
                      and len(layout.tokenizer.encode(x)) <= room]
             if split == "train" and right and wrong:
-                rows.append({"prompt": prompt(a, b), "chosen": right[0], "rejected": str(rng.choice(wrong)),
-                             "split": split})
+                rows.append({"prompt": text, "chosen": right[0], "rejected": str(rng.choice(wrong)), "split": split})
             elif split == "val":
-                rejected = str(rng.choice(wrong)) if wrong else str(wrong_sum(a, b, rng))
-                rows.append({"prompt": prompt(a, b), "chosen": str(a + b), "rejected": rejected, "split": split})
+                rejected = str(rng.choice(wrong)) if wrong else task.wrong(p, rng)
+                rows.append({"prompt": text, "chosen": task.answer(p), "rejected": rejected, "split": split})
     if not any(r["split"] == "train" for r in rows):
         raise ConfigError(f"data.sft_run={sft_run}: its samples gave no (right, wrong) pair; raise "
                           "data.temperature or data.samples")
