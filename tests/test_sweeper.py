@@ -116,7 +116,9 @@ def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
     again = subprocess.run([*command[:-1], f"hydra.sweep.dir={fresh}"], cwd=ROOT, capture_output=True, text=True,
                            timeout=500, env=os.environ)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "status ok |" not in again.stdout + again.stderr  # every job was skipped as finished
+    log = again.stdout + again.stderr
+    assert "status ok |" not in log and "skipped" not in log  # no job was launched, not even to skip itself
+    assert "jobs finished earlier (same config): not launched" in log
     assert {r["dir"]: r["sweep_metric"] for r in records(fresh)} == {r["dir"]: r["sweep_metric"] for r in recs}
     old, new = (json.loads((d / "transfer.json").read_text())["arms"] for d in (sweep_dir, fresh))
     assert [a["optimal_log2_lr"] for a in old] == [a["optimal_log2_lr"] for a in new]

@@ -15,8 +15,8 @@ a learning-rate transfer sweep needs.
   the bootstrap interval needs (src/sweeps/transfer.py). A job that trains the same as a job of an
   earlier pass is its twin, as within a pass.
 
-Both decisions read only files and configs, so a relaunch into the same sweep dir recomputes them
-and the jobs that finished are skipped as usual (src/run.py). With ``records`` (a ``.jsonl.gz``
+Both decisions read only files and configs, so a relaunch into the same sweep dir recomputes them,
+and a job whose dir holds a finished record of its config is not launched again. With ``records`` (a ``.jsonl.gz``
 path, src/sweeps/archive.py) the sweep first restores the finished jobs archived there and archives
 its own after every batch of ``max_batch_size`` jobs: a study that spans sessions commits that file,
 and the same command on a fresh clone continues it.
@@ -96,6 +96,14 @@ def write_twin(twin_dir: Path, first_dir: Path, config: dict[str, Any], sweep_di
     return True
 
 
+def finished_earlier(job_dir: Path, config: DictConfig) -> bool:
+    """Whether ``job_dir`` holds a finished (ok or diverged) record of this config (src/run.py skips
+    such a job; here it is not even launched)."""
+    record = read_record(job_dir)
+    return record is not None and record["status"] in ("ok", "diverged") \
+        and record["config_hash"] == config_hash(plain(config))
+
+
 def _with_seed(job: Sequence[str], seed: int) -> list[str]:
     rest = [o for o in job if o.split("=", 1)[0] != "seed"]
     return [*rest, f"seed={seed}"]
@@ -145,9 +153,11 @@ class TransferSweeper(BasicSweeper):
         return self._dirs[key]
 
     def _launch(self, jobs: list[list[str]], first_idx: int) -> Sequence[Any]:
-        """Launch every job that is not a twin of an earlier one; then write the twins' records."""
+        """Launch every job that is neither a twin of an earlier one nor finished already (a relaunch:
+        its dir holds a finished record of the same config, which the job itself would skip after
+        starting a process); then write the twins' records."""
         first_of = self._first_of
-        run, twins = [], []
+        run, twins, finished = [], [], 0
         for job in jobs:
             job_dir, config = self._job(job)
             signature = training_signature(config) if self.twins else None
@@ -156,9 +166,14 @@ class TransferSweeper(BasicSweeper):
                 continue
             if signature is not None:
                 first_of[signature] = job_dir
+            if finished_earlier(job_dir, config):
+                finished += 1
+                continue
             run.append(job)
         if twins:
             log.info("%d of %d jobs are twins of another job (same training): run once", len(twins), len(jobs))
+        if finished:
+            log.info("%d of %d jobs finished earlier (same config): not launched", finished, len(jobs))
         size = self.max_batch_size or len(run) or 1
         results: list[Any] = []
         for start in range(0, len(run), size):
