@@ -89,7 +89,8 @@ def test_preference_file_with_a_local_hf_tokenizer(tmp_path):
             assert data.layout.decode(ids) == tok.decode(tok.encode(row[field]).ids)
 
 
-@pytest.mark.parametrize("task, length", [(problems.Addition(2), 12), (problems.Sorting(12, 2, 2000), 80)])
+@pytest.mark.parametrize("task, length", [(problems.Addition(2), 12), (problems.Sorting(size=2000), 72),
+                                          (problems.Sorting(12, 2, 2000), 80)])
 def test_a_built_in_tasks_split_is_disjoint_and_noise_gives_typical_wrong_answers(task, length):
     train, val = task.split(256, seed=0)
     assert len(val) == 256 and len(train) == len(task.problems()) - 256 and not set(train) & set(val)
@@ -111,8 +112,11 @@ def test_sorting_answers_are_long_and_checked_by_position():
     assert task.correct(task.prompt(p), " 03 03 07 12 29 30 47 50 64 88 91 99 ")
     assert task.miss(task.prompt(p), "03 03 07 12 30 29 47 50 64 88 91 99") == "2 wrong"
     assert task.miss(task.prompt(p), "03 07 12") == "malformed" == task.miss(task.prompt(p), "03 x")
+    assert task.score(task.prompt(p), "03 03 07 12 30 29 47 50 64 88 91 99") == pytest.approx(10 / 12)
+    assert task.score(task.prompt(p), task.answer(p)) == 1.0 and task.score(task.prompt(p), "03 x") == 0.0
     assert len(set(task.problems())) == len(task.problems()) == 20_000  # distinct, and the same for every run
     assert task.problems()[:3] == problems.Sorting(12, 2).problems()[:3]
+    assert problems.Sorting().answer((3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3)) == "1 1 2 3 3 3 4 5 5 5 6 7 8 9 9 9"
 
 
 @pytest.mark.slow  # minutes on 2 cores: make test-slow
@@ -148,7 +152,7 @@ def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
     result = run_cli("experiment=llada_vrpo", f"init_from={sft_dir}", "steps=2", "model.width=32", "model.depth=1",
                      "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",
                      f"hydra.run.dir={tmp_path / 'pairs'}")
-    assert result.returncode == 2 and "gave no (right, wrong) pair" in result.stderr  # a 2-step SFT model is never right
+    assert result.returncode == 2 and "gave no (better, worse) pair" in result.stderr  # a 2-step SFT model is never right
 
 
 def test_answers_refuses_a_run_without_prompt_response_rows(train):

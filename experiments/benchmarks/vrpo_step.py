@@ -26,12 +26,13 @@ from src.estimators.timesteps import generator  # noqa: E402
 from src.models.llada import LLaDA  # noqa: E402
 
 
-def step(policy, reference, batch, n: int, chunk: int | None, seed: int) -> float:
+def step(policy, reference, batch, n: int, chunk: int | None, seed: int, checkpointing: bool = False) -> float:
+    """Seconds for one VRPO step (forward, backward) with n copies, ``chunk`` rows per forward."""
     chosen, rejected, maskable = batch
     start = time.perf_counter()
     draws = vrpo.pair_draws(n, 1, len(chosen), chosen.shape[1], True, generator(seed))
     s, _ = vrpo.pair_scores(policy, reference, chosen, rejected, maskable, maskable, draws, 0.2, policy.mask_id,
-                            chunk=chunk)
+                            chunk=chunk, checkpointing=checkpointing)
     vrpo.dpo_loss(s).mean().backward()
     policy.zero_grad(set_to_none=True)
     return time.perf_counter() - start

@@ -2,10 +2,11 @@
 
 * ``Addition`` (``data=arithmetic``): ``"a+b="`` → the digits of a + b, every a, b < 10^digits.
   Answers are at most digits + 1 tokens: an ELBO over them has few masks to draw.
-* ``Sorting`` (``data=sorting``): ``"sort 47 03 91 …:"`` → the same numbers ascending, ``"03 47 91 …"``.
-  ``count`` numbers of ``digits`` digits make a response of count·(digits + 1) − 1 tokens (12 two-digit
-  numbers: 35, plus EOS), long enough that a one-mask ELBO estimate is noisy (the regime VRPO is for).
-  The problems are a fixed seeded sample of ``size`` lists (the same for every run).
+* ``Sorting`` (``data=sorting``): ``"sort 3 1 4 …:"`` → the same numbers ascending, ``"1 3 4 …"``.
+  ``count`` numbers of ``digits`` digits make a response of count·(digits + 1) − 1 tokens (16 one-digit
+  numbers: 31, plus EOS), long enough that a one-mask ELBO estimate is noisy (the regime VRPO is for).
+  The problems are a fixed seeded sample of ``size`` lists (the same for every run). A better answer
+  has more positions right (``score``).
 
 Both split their problems into training and held-out sets by a seeded permutation (``val_size``
 held out, never trained on). SFT rows are partly noisy: with probability ``noise`` the completion is
@@ -60,6 +61,10 @@ class Problems:
     def correct(self, prompt_text: str, answer: str) -> bool:
         return answer.strip() == self.answer(self.parse(prompt_text))
 
+    def score(self, prompt_text: str, answer: str) -> float:
+        """How good an answer is, in [0, 1] (1: right); a pair prefers the higher score. Exact match here."""
+        return float(self.correct(prompt_text, answer))
+
     def split(self, val_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
         """(training problems, held-out problems), disjoint, from a seeded permutation."""
         every = self.problems()
@@ -110,7 +115,7 @@ class Addition(Problems):
 class Sorting(Problems):
     """``"sort 47 03 91:"`` → ``"03 47 91"``: ``count`` zero-padded numbers of ``digits`` digits."""
 
-    def __init__(self, count: int = 12, digits: int = 2, size: int = 20_000) -> None:
+    def __init__(self, count: int = 16, digits: int = 1, size: int = 20_000) -> None:
         if count < 2 or digits < 1 or size < 1:
             raise ValueError(f"count={count}, digits={digits}, size={size}: need count >= 2, digits >= 1, size >= 1")
         self.count, self.digits, self.size = count, digits, size
@@ -145,16 +150,23 @@ class Sorting(Problems):
             out[i] = out[i] + 1 if out[i] + 1 < 10**self.digits else out[i] - 1
         return self._text(tuple(out))
 
-    def miss(self, prompt_text: str, answer: str) -> str:
-        """How many positions differ from the sorted list ("malformed" for another count or non-numbers)."""
+    def _wrong_positions(self, prompt_text: str, answer: str) -> int | None:
+        """How many positions differ from the sorted list; None for another count or non-numbers."""
         right = sorted(self.parse(prompt_text))
         try:
             mine = [int(x) for x in answer.split()]
         except ValueError:
-            return "malformed"
-        if len(mine) != len(right):
-            return "malformed"
-        return f"{sum(a != b for a, b in zip(mine, right))} wrong"
+            return None
+        return sum(a != b for a, b in zip(mine, right)) if len(mine) == len(right) else None
+
+    def miss(self, prompt_text: str, answer: str) -> str:
+        wrong = self._wrong_positions(prompt_text, answer)
+        return "malformed" if wrong is None else f"{wrong} wrong"
+
+    def score(self, prompt_text: str, answer: str) -> float:
+        """The share of positions that hold the right number (0 for a malformed answer)."""
+        wrong = self._wrong_positions(prompt_text, answer)
+        return 0.0 if wrong is None else 1.0 - wrong / self.count
 
 
 class ProblemSFTData(PairData):
@@ -182,8 +194,9 @@ class ProblemPreferenceData(PairData):
     """Preference pairs {prompt, chosen, rejected} built from an SFT run's own samples on its task.
 
     Training pairs: for ``prompts`` training problems (the SFT run's split), ``samples`` answers at
-    ``temperature``; where some are right and some wrong, chosen = a right one, rejected = a wrong one
-    (both the model's). Held-out pairs: every held-out problem of the SFT run, chosen = the right
+    ``temperature``; where their scores (``Problems.score``) differ, chosen = a best one, rejected =
+    one with a lower score (both the model's: for addition right over wrong, for sorting more
+    positions right over fewer). Held-out pairs: every held-out problem of the SFT run, chosen = the right
     answer, rejected = one of the model's wrong answers (a typical wrong one when it made none), so
     ``val/accuracy`` covers the same problems as the SFT run's. Built once per (run, settings), cached
     as JSONL.

@@ -5,8 +5,13 @@ The ELBO of a response y (given its prompt x) is a sum over response tokens (doc
     B(y) = E_{t, y_t} ℓ(y_t, t, y),   ℓ = w · Σ_i 1[y_t^i = M] log p_θ(y^i | y_t, x)
 
 with w = 1/t (t-form) or L/l (l-form). ``terms`` returns ℓ for every Monte Carlo copy of a draw, all
-copies of a batch in batched forward passes (``chunk`` rows at a time, optionally with activation
-checkpointing when n copies do not fit in memory); the estimate B̂ is their mean over copies.
+copies of a batch in batched forward passes (``chunk`` rows at a time); the estimate B̂ is their
+mean over copies. With ``checkpointing`` each chunk keeps only its inputs and its per-token log
+probabilities: the backward pass recomputes one chunk's forward (model and softmax over the vocab) at
+a time and back-propagates it, so the gradient accumulates chunk by chunk over the copies, exactly,
+for one extra forward. Peak memory is then one chunk's activations and logits (rows × T × V) plus
+n · batch · T log probabilities, whatever n is: with ``chunk`` = one copy's rows, n_t = 8 needs
+about the memory of n_t = 1 (experiments/benchmarks/vrpo_memory.py).
 
 ``exact`` enumerates all 2^L − 1 non-empty masks of a response of L ≤ 12 tokens: g(S) = Σ_{i∈S}
 log p(y_i | y with S masked) for every subset S. Under the l-form with l ~ U{1..L}, P(S) =
@@ -33,14 +38,18 @@ MAX_EXACT_LENGTH = 12
 
 def token_logp(model: torch.nn.Module, noisy: torch.Tensor, targets: torch.Tensor, chunk: int | None = None,
                checkpointing: bool = False) -> torch.Tensor:
-    """log p(targets_i | noisy) at every position, (rows, length), in forward passes of ``chunk`` rows."""
+    """log p(targets_i | noisy) at every position, (rows, length), in forward passes of ``chunk`` rows;
+    ``checkpointing``: each chunk's forward is recomputed in the backward pass (the module docstring)."""
+
+    def logp(rows: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(model(rows).transpose(1, 2).float(), goal, reduction="none")
+
     out = []
     for rows, goal in zip(noisy.split(chunk or len(noisy)), targets.split(chunk or len(noisy))):
         if checkpointing and torch.is_grad_enabled():
-            logits = checkpoint(model, rows, use_reentrant=False)
+            out.append(checkpoint(logp, rows, goal, use_reentrant=False))
         else:
-            logits = model(rows)
-        out.append(-F.cross_entropy(logits.transpose(1, 2).float(), goal, reduction="none"))
+            out.append(logp(rows, goal))
     return torch.cat(out)
 
 

@@ -43,16 +43,18 @@ def held_out_answers(model: torch.nn.Module, data: Any, temperature: float = 0.0
 
 
 def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), and the misses by kind."""
+    """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), the mean graded score
+    (``Problems.score``; exact match for other data) and the misses by kind."""
     model, _, data = load_model(run_dir)
     if not isinstance(data, PairData):
         raise ConfigError(f"{run_dir}: not a run on prompt–response rows (data={type(data).__name__}); "
                           "src.eval.answers needs an SFT or preference run")
     field, task = data.responses[0], getattr(data, "problems", None)
-    hits, misses = 0, Counter()
+    hits, misses, score = 0, Counter(), 0.0
     draws = 1 if temperature == 0 else draws
     for k in range(draws):
         for row, answer in zip(data.val_rows, held_out_answers(model, data, temperature, seed, k)):
+            score += task.score(row["prompt"], answer) if task else float(answer == row[field])
             if answer == row[field]:
                 hits += 1
             else:
@@ -60,7 +62,8 @@ def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed
     total = draws * len(data.val_rows)
     p = hits / total
     return {"temperature": temperature, "draws": draws, "seed": seed, "answers": total, "accuracy": p,
-            "stderr": math.sqrt(p * (1 - p) / total), "misses": dict(misses.most_common())}
+            "stderr": math.sqrt(p * (1 - p) / total), "score": score / total,
+            "misses": dict(misses.most_common())}
 
 
 def main(argv: list[str]) -> int:
@@ -74,7 +77,8 @@ def main(argv: list[str]) -> int:
         return 2
     out = args.run_dir / f"answers_T{args.temperature:g}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"accuracy {result['accuracy']:.3f} ± {result['stderr']:.3f} ({result['answers']} answers): {out}")
+    print(f"accuracy {result['accuracy']:.3f} ± {result['stderr']:.3f}, score {result['score']:.3f} "
+          f"({result['answers']} answers): {out}")
     return 0
 
 

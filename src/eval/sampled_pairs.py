@@ -1,9 +1,9 @@
 """Preference pairs from an SFT run's own samples: the step between SFT and VRPO on a built-in task.
 
 Training pairs: for ``prompts`` training problems (the SFT run's split), ``samples`` answers at
-``temperature``; where some are right and some wrong, chosen = a right one, rejected = a wrong one
-(both the model's). Held-out pairs: every held-out problem of the SFT run, chosen = the right answer,
-rejected = one of the model's wrong answers (the task's typical wrong answer when it made none).
+``temperature``; where their scores differ, chosen = the first with the best score, rejected = a random
+one with a lower score (both the model's; for addition, right over wrong). Held-out pairs: every
+held-out problem of the SFT run, chosen = the right answer, rejected = one of the model's wrong answers (the task's typical wrong answer when it made none).
 """
 
 from __future__ import annotations
@@ -44,16 +44,19 @@ def sampled_pairs(sft_run: Path, layout: Layout, prompts: int, samples: int, tem
         rng = np.random.default_rng([seed, 19, len(rows)])
         for k, p in enumerate(chosen):
             mine, text = answers[k * samples: (k + 1) * samples], task.prompt(p)
-            right = [x for x in mine if task.correct(text, x)]
             room = layout.length - len(layout.prompt(text)) - 1  # for the answer, before EOS
-            wrong = [x for x in mine if x.strip() and not task.correct(text, x)
-                     and len(layout.tokenizer.encode(x)) <= room]
-            if split == "train" and right and wrong:
-                rows.append({"prompt": text, "chosen": right[0], "rejected": str(rng.choice(wrong)), "split": split})
+            fits = [x for x in mine if x.strip() and len(layout.tokenizer.encode(x)) <= room]
+            scores = {x: task.score(text, x) for x in fits}
+            best = max(scores.values(), default=0.0)
+            worse = [x for x in fits if scores[x] < best]
+            wrong = [x for x in fits if not task.correct(text, x)]
+            if split == "train" and worse:
+                chosen = next(x for x in fits if scores[x] == best)
+                rows.append({"prompt": text, "chosen": chosen, "rejected": str(rng.choice(worse)), "split": split})
             elif split == "val":
                 rejected = str(rng.choice(wrong)) if wrong else task.wrong(p, rng)
                 rows.append({"prompt": text, "chosen": task.answer(p), "rejected": rejected, "split": split})
     if not any(r["split"] == "train" for r in rows):
-        raise ConfigError(f"data.sft_run={sft_run}: its samples gave no (right, wrong) pair; raise "
+        raise ConfigError(f"data.sft_run={sft_run}: its samples gave no (better, worse) pair; raise "
                           "data.temperature or data.samples")
     return rows
