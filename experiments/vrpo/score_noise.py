@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from src.checkpoints import load_model  # noqa: E402
 from src.estimators import vrpo  # noqa: E402
 from src.estimators.timesteps import generator  # noqa: E402
-from src.records import last_checkpoint, snapshots  # noqa: E402
+from src.records import last_checkpoint, read_record, snapshots  # noqa: E402
 
 ESTIMATORS = {"naive": (1, False), "vrpo": (8, True)}  # name: (n_t, antithetic), n_yt = 1
 
@@ -66,18 +66,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    kept = {**snapshots(args.run_dir), **{None: last_checkpoint(args.run_dir)}}
+    kept = snapshots(args.run_dir)
+    steps = read_record(args.run_dir)["steps"]
+    kept = dict(sorted(kept.items())) | ({} if steps in kept else {steps: last_checkpoint(args.run_dir)})
     table = []
     for step, checkpoint in kept.items():
         policy, cfg, data = load_model(args.run_dir, checkpoint)
         reference, _, _ = load_model(cfg.init_from)
         pairs = {k: v[: args.pairs] for k, v in data.val.tensors.items()}
-        row = {"step": cfg.steps if step is None else step,
-               **noise_table(draw_scores(policy, reference, pairs, cfg.task.beta, args.draws))}
+        row = {"step": step, **noise_table(draw_scores(policy, reference, pairs, cfg.task.beta, args.draws))}
         table.append(row)
         print(" | ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
     out = args.out or args.run_dir / "score_noise.json"
-    out.write_text(json.dumps(sorted(table, key=lambda r: r["step"]), indent=2))
+    out.write_text(json.dumps(table, indent=2))
     print(f"written: {out}")
 
 
