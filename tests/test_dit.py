@@ -167,7 +167,8 @@ def test_two_step_run_per_model_and_objective(train, model, objective):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.learn_sigma=true", "task/objective=flow"], "model.learn_sigma=true needs task/objective=ddpm"),
-    (["model.class_dropout=false"], "task.label_dropout=0.1 needs a null label"),
+    pytest.param(["model.class_dropout=false"], "task.label_dropout=0.1 needs a null label",
+                 marks=pytest.mark.slow),  # the same CLI path as the first case
 ])
 def test_diffusion_config_errors_are_one_line(overrides, message):
     from tests.conftest import run_cli

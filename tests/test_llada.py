@@ -49,7 +49,8 @@ def test_a_malformed_file_stops_the_cli_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("task.beta=0", "task: beta=0, n_t=8, n_yt=1: need beta > 0 and n_t, n_yt >= 1"),
-    ("task.dpo_weight=0", "task: dpo_weight=0, sft_weight=0.0: need both >= 0, not both 0"),
+    pytest.param("task.dpo_weight=0", "task: dpo_weight=0, sft_weight=0.0: need both >= 0, not both 0",
+                 marks=pytest.mark.slow),  # the same CLI path as the first case
 ])
 def test_bad_preference_numbers_are_one_line(tmp_path, override, message):
     path = _pairs(tmp_path / "prefs.jsonl", [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}] * 4)

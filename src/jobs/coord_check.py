@@ -36,11 +36,8 @@ def _measure(cfg: DictConfig, arm: DictConfig, width: int, depth: int, seed: int
     torch.manual_seed(seed)
     model = build_model(plan)
     task = build_task(sized, model, plan, None, spec.steps)
-    optimizer = build_optimizer(model, plan)
-    probe = cc.Probe(model, spec.probes, plan.model_kwargs["branch_mult"])
-    stats = cc.trajectory(lambda: task.loss(batch)[0], optimizer, probe, spec.steps)
-    probe.remove()
-    return stats
+    return cc.measure(model, build_optimizer(model, plan), lambda: task.loss(batch)[0], spec.probes,
+                      plan.model_kwargs.get("branch_mult", 1.0), spec.steps)
 
 
 def _tolerance(spec: DictConfig) -> float | None:
@@ -61,19 +58,13 @@ def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     data = instantiate(cfg.data, "data")
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    rows, rules = [], {}
-    for arm_name in spec.arms:
-        arm = OmegaConf.merge(compose_option("parametrization", arm_name), spec.parametrization,
-                              {"base_width": spec.base_width, "base_depth": spec.base_depth})
-        rules[arm_name] = instantiate(arm, "parametrization").depth_rule
-        for axis, sizes in (("width", spec.widths), ("depth", spec.depths)):
-            for size in sizes:
-                width, depth = (size, spec.base_depth) if axis == "width" else (spec.base_width, size)
-                for seed in spec.seeds:
-                    stats = _measure(cfg, arm, width, depth, seed, batch, data.model_inputs)
-                    rows += [{"arm": arm_name, "axis": axis, "size": size, "seed": seed, "step": step,
-                              "quantity": q, "value": v} for step, values in enumerate(stats) for q, v in values.items()]
-        log.info("coordinate check: %s done", arm_name)
+    arms = {name: OmegaConf.merge(compose_option("parametrization", name), spec.parametrization,
+                                  {"base_width": spec.base_width, "base_depth": spec.base_depth})
+            for name in spec.arms}
+    rules = {name: instantiate(arm, "parametrization").depth_rule for name, arm in arms.items()}
+    rows = cc.sweep(list(arms), spec.widths, spec.depths, (spec.base_width, spec.base_depth), spec.seeds,
+                    lambda name, width, depth, seed: _measure(cfg, arms[name], width, depth, seed, batch,
+                                                              data.model_inputs))
     result = cc.save(rows, spec.judge_step, spec.threshold, spec.plot_steps, run_dir, rules, tolerance)
     log.info("%s", cc.report(result["slopes"], result["verdict"], spec.judge_step, spec.threshold,
                              result["depth_rules"], tolerance))

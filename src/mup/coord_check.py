@@ -82,8 +82,9 @@ class Probe:
         self.preact_init = copy.deepcopy(named["preact"])  # W_0, to split off the inner layer's own update
         self.outputs: dict[str, torch.Tensor] = {}
         self.initial: dict[str, torch.Tensor] | None = None
-        self.handles = [module.register_forward_hook(self._keep(key)) for key, module in named.items()]
-        self.handles.append(named["preact"].register_forward_hook(self._keep_update))
+        # prepended: a module's own output, before any hook of the model's factory (src.mup.scale_output)
+        self.handles = [module.register_forward_hook(self._keep(key), prepend=True) for key, module in named.items()]
+        self.handles.append(named["preact"].register_forward_hook(self._keep_update, prepend=True))
 
     def _keep_update(self, module, args, output):
         """(W_t − W_0)·x_t (+ Δb): the inner layer's own movement at its current input x_t."""
@@ -94,6 +95,7 @@ class Probe:
         def hook(module, args, output):
             if isinstance(output, tuple):  # a two-stream block (MMDiT) returns (image, condition) tokens
                 output = output[0]
+            output = getattr(output, "logits", output)  # a Hugging Face model returns a ModelOutput
             self.outputs[key] = output.detach().clone()
         return hook
 
@@ -207,6 +209,32 @@ def trajectory(loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optim
     return stats
 
 
+def measure(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor],
+            probes: Mapping[str, Any], branch_mult: float, steps: int) -> list[dict[str, float]]:
+    """The trajectory of one model under the probes of the configured modules."""
+    probe = Probe(model, probes, branch_mult)
+    try:
+        return trajectory(loss_fn, optimizer, probe, steps)
+    finally:
+        probe.remove()
+
+
+def sweep(arms: Sequence[str], widths: Sequence[int], depths: Sequence[int], base: tuple[int, int],
+          seeds: Sequence[int], run: Callable[[str, int, int, int], list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """Rows (arm, axis, size, seed, step, quantity, value) of ``run(arm, width, depth, seed)`` over the
+    width axis at the base depth and the depth axis at the base width."""
+    rows = []
+    for arm in arms:
+        for axis, sizes in (("width", widths), ("depth", depths)):
+            for size in sizes:
+                width, depth = (size, base[1]) if axis == "width" else (base[0], size)
+                for seed in seeds:
+                    rows += [{"arm": arm, "axis": axis, "size": size, "seed": seed, "step": step, "quantity": q,
+                              "value": v} for step, values in enumerate(run(arm, width, depth, seed))
+                             for q, v in values.items()]
+    return rows
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["arm", "axis", "size", "seed", "step", "quantity", "value"])
@@ -267,13 +295,18 @@ def save(rows: list[dict[str, Any]], judge_step: int, threshold: float, plot_ste
          out_dir: Path, rules: Mapping[str, str | None], tolerance: float) -> dict[str, Any]:
     """coord_check.csv, coord_check.png and coord_check.json (slopes, depth rules and verdicts) in ``out_dir``;
     ``rules``: every arm's depth rule."""
-    slopes = fit_slopes(rows, judge_step)
-    depth = depth_rules(slopes, rules, tolerance)
-    verdict = verdicts(slopes, threshold, depth)
+    result = judge(rows, judge_step, threshold, rules, tolerance)
     write_csv(rows, out_dir / "coord_check.csv")
     plot(rows, plot_steps, out_dir / "coord_check.png")
-    result = {"judge_step": judge_step, "threshold": threshold, "judged": list(JUDGED),
-              "depth_rule_quantity": DEPTH_RULE_QUANTITY, "preact_tolerance": tolerance,
-              "slopes": slopes, "depth_rules": depth, "verdict": verdict}
     (out_dir / "coord_check.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def judge(rows: list[dict[str, Any]], judge_step: int, threshold: float, rules: Mapping[str, str | None],
+          tolerance: float | None) -> dict[str, Any]:
+    """Slopes at ``judge_step``, the depth rules they are consistent with and a verdict per arm and axis."""
+    slopes = fit_slopes(rows, judge_step)
+    depth = depth_rules(slopes, rules, tolerance)
+    return {"judge_step": judge_step, "threshold": threshold, "judged": list(JUDGED),
+            "depth_rule_quantity": DEPTH_RULE_QUANTITY, "preact_tolerance": tolerance,
+            "slopes": slopes, "depth_rules": depth, "verdict": verdicts(slopes, threshold, depth)}

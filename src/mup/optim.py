@@ -13,6 +13,7 @@ off) in transfer sweeps.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -160,6 +161,16 @@ def _scaled_eps(value: Any, mult: float | tuple[float, float]) -> Any:
     return (eps1 * mult1, value[1] * mult2)
 
 
+def _base_eps(spec: OptimizerSpec, key: str) -> Any:
+    """The spec's ε, or the optimizer class's default when the spec does not set it."""
+    if key in spec.kwargs:
+        return spec.kwargs[key]
+    default = inspect.signature(spec.cls).parameters.get(key)
+    if default is None or default.default is inspect.Parameter.empty:
+        raise ValueError(f"{spec.name} has no default {key}; set it in the optimizer's kwargs")
+    return default.default
+
+
 class HybridOptimizer(torch.optim.Optimizer):
     """Several optimizers stepping disjoint parameter groups as one (Muon on hidden matrices, AdamW on
     the rest). Written here because torch has no such wrapper and Lightning's automatic optimization
@@ -215,7 +226,7 @@ def build_optimizer(model: torch.nn.Module, plan) -> torch.optim.Optimizer:
                                                    "lr": spec.lr * row.lr_mult,
                                                    "weight_decay": spec.weight_decay * row.wd_mult})
             if part.rule.eps_key is not None and row.eps_mult is not None:
-                group[part.rule.eps_key] = _scaled_eps(spec.kwargs[part.rule.eps_key], row.eps_mult)
+                group[part.rule.eps_key] = _scaled_eps(_base_eps(spec, part.rule.eps_key), row.eps_mult)
             group["params"].append(param)
             group["param_names"].append(name)
         optimizers.append(spec.cls(list(groups.values()), lr=spec.lr, **spec.kwargs))

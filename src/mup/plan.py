@@ -14,6 +14,7 @@ At the base size every multiplier is 1 and the model is exactly the SP model wit
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -25,6 +26,8 @@ from src.mup.init import init_stds, record_init, rescale, same_std
 from src.mup.optim import OptimizerSpec, Part, optimizer_parts
 from src.mup.rules import DEPTH_RULES, ONE, Power, Rule, rule
 from src.mup.shapes import ModelFactory, Role, infer_roles, normalize, tied_conflicts
+
+ARMS = {"sp": (False, None), "mup": (True, None), "depth_mup": (True, "k1"), "completep": (True, "k2")}
 
 @dataclass
 class Parametrization:
@@ -52,6 +55,17 @@ class Parametrization:
             value = getattr(self, key)
             if self.width_rule and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{key}={value!r}: {self.name} needs a positive base size")
+
+    @classmethod
+    def named(cls, name: str, base_width: int | None = None, base_depth: int | None = None,
+              **settings: Any) -> Parametrization:
+        """One of the four arms by name (``conf/parametrization/<name>.yaml``): sp, mup (width only),
+        depth_mup (k = 1) or completep (k ≥ 2), with its base size and any other field."""
+        if name not in ARMS:
+            raise ValueError(f"parametrization {name!r}; choose one of {', '.join(ARMS)}")
+        width_rule, depth_rule = ARMS[name]
+        return cls(name=name, width_rule=width_rule, depth_rule=depth_rule, base_width=base_width,
+                   base_depth=base_depth, **settings)
 
 
 @dataclass
@@ -162,12 +176,39 @@ def model_multipliers(param: Parametrization, r_n: float, r_L: float, head_dim: 
     return kwargs
 
 
+_MEANING = {"embed_mult": "embedding output ×", "branch_mult": "every residual branch ×",
+            "readout_mult": "logits ×", "attn_scale": "attention logits ×"}
+
+
+def expressible(factory: ModelFactory, kwargs: dict[str, float], head_dim: int | None,
+                where: str) -> dict[str, float]:
+    """The multipliers the factory takes. One it does not take is dropped where its value is the
+    neutral one (1; 1/√d_head for the attention scale) and refused otherwise, in one line: a model
+    that cannot express a multiplier must not get a plan that assumes it."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return kwargs
+    names = {p.name for p in params}
+    out = {}
+    for key, value in kwargs.items():
+        neutral = 1.0 / math.sqrt(head_dim) if key == "attn_scale" else 1.0
+        if key in names:
+            out[key] = value
+        elif not math.isclose(value, neutral, rel_tol=1e-9):
+            name = getattr(factory, "__qualname__", type(factory).__name__)
+            raise ValueError(f"{name} takes no {key} argument, but {where} needs the {_MEANING[key]} "
+                             f"{value:.6g} (neutral {neutral:.6g}); give the factory that argument "
+                             "(src.mup.scale_output adds one to any module)")
+    return out
+
+
 def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | None,
               param: Parametrization, optimizer: OptimizerSpec) -> Plan:
     """Roles from shapes, multipliers from the spectral rules, for one model size and optimizer."""
     base_width, base_depth = _base_sizes(param, width, depth)
     r_n, r_L = width / base_width, depth / base_depth
-    kwargs = model_multipliers(param, r_n, r_L, head_dim)
+    kwargs = expressible(factory, model_multipliers(param, r_n, r_L, head_dim), head_dim,
+                         f"{param.name} at width {width}, depth {depth}")
     with torch.device("meta"):
         model = factory(width=width, depth=depth, **kwargs)
     roles, containers = infer_roles(factory, (base_width, base_depth), model)
