@@ -52,6 +52,21 @@ def _tolerance(spec: DictConfig) -> float | None:
     return float(value)
 
 
+def _log_wandb(spec: DictConfig, run_dir: Path, rows: list[dict], result: dict) -> None:
+    """A W&B run with the check's native charts, its slopes and verdicts, and its plot."""
+    import wandb
+
+    from src.sweeps.dashboard import coord_check_charts, log_report_run
+
+    slopes = wandb.Table(columns=["arm", "axis", "quantity", "slope", "verdict"], data=[
+        [arm, axis, q, value, result["verdict"][f"{arm}/{axis}"]]
+        for arm, axes in result["slopes"].items() for axis, qs in axes.items() for q, value in qs.items()])
+    log_report_run(spec, run_dir, spec.get("group") or run_dir.parent.name, "coord-check",
+                   {"coord_check/slopes": slopes, "coord_check/plot": wandb.Image(str(run_dir / "coord_check.png")),
+                    **coord_check_charts(wandb, rows, result["judge_step"])},
+                   config={"verdict": result["verdict"], "depth_rules": result["depth_rules"]})
+
+
 def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     spec = cfg.coord_check
     tolerance = _tolerance(spec)
@@ -66,6 +81,8 @@ def coord_check(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
                     lambda name, width, depth, seed: _measure(cfg, arms[name], width, depth, seed, batch,
                                                               data.model_inputs))
     result = cc.save(rows, spec.judge_step, spec.threshold, spec.plot_steps, run_dir, rules, tolerance)
+    if (wandb := cfg.logger.get("wandb")) is not None:
+        _log_wandb(wandb, run_dir, rows, result)
     log.info("%s", cc.report(result["slopes"], result["verdict"], spec.judge_step, spec.threshold,
                              result["depth_rules"], tolerance))
     worst = {f"max_abs_slope/{arm}/{axis}": max(abs(q[k]) for k in cc.JUDGED if k in q)

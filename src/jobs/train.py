@@ -15,7 +15,7 @@ from src.assemble import assemble, build_task, instantiate, plain
 from src.mup.optim import describe_groups
 from src.mup.plan import Plan, build_model
 from src.records import CONFIG_FILE, RunRecord, config_hash, last_checkpoint, mean_of_last, resumable_checkpoint
-from src.training.loggers import build_loggers, finish_loggers, log_plan
+from src.training.loggers import build_loggers, finish_loggers, log_plan, log_summary
 from src.training.trainer import build_trainer
 
 
@@ -25,6 +25,14 @@ def plan_summary(plan: Plan, optimizer) -> dict:
                                              "r_n", "r_L", "model_kwargs")}
     summary["groups"] = describe_groups(optimizer) if optimizer is not None else plan.groups()
     return summary
+
+
+def swept_values(plan: Plan, seed: int) -> dict:
+    """What a sweep varies, at the top of each run's W&B config so the UI can group and filter by it:
+    arm, optimizer, width, depth, log2 of the base LR, seed, and every parameter group's LR."""
+    return {"arm": plan.parametrization, "optimizer_name": "+".join(part.spec.name for part in plan.parts),
+            "width": plan.width, "depth": plan.depth, "log2_lr": math.log2(plan.parts[0].spec.lr), "seed": seed,
+            "group_lr": plan.group_lrs()}
 
 
 def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
@@ -44,6 +52,19 @@ def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     return {"final": final, "best": best, "history": [dict(h) for h in history]}, metric
 
 
+def _fit(trainer: L.Trainer, task, data, guard, cfg: DictConfig, run_dir: Path) -> str:
+    """Fit (resuming where asked), validate the last step, save the last checkpoint; the run's status."""
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=resumable_checkpoint(run_dir) if cfg.resume else None)
+        status = "diverged" if guard.diverged_at is not None else "ok"
+        if status == "ok" and (not task.history or task.history[-1]["step"] != trainer.global_step):
+            trainer.validate(task, datamodule=data, verbose=False)
+        trainer.save_checkpoint(last_checkpoint(run_dir), weights_only=False)
+    except SIGTERMException:  # LastCheckpoint saved the step it stopped in
+        status = "interrupted"
+    return status
+
+
 def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     """Build data, model, task and trainer from ``cfg``; fit; return the run's record."""
     L.seed_everything(cfg.seed, verbose=False)  # model init; data and noise use their own generators
@@ -54,23 +75,18 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> RunRecord:
     if cfg.get("init_from"):  # start from a finished run's weights (e.g. VRPO from an SFT run)
         load_weights(model, cfg.init_from)
     task = build_task(cfg, model, plan, instantiate(cfg.scheduler, "scheduler"), cfg.steps, cfg.compile)
-    loggers = build_loggers(cfg.logger, run_dir, cfg.name, {**plain(cfg), "plan": plan_summary(plan, None)})
+    loggers = build_loggers(cfg.logger, run_dir, cfg.name,
+                            {**swept_values(plan, cfg.seed), **plain(cfg), "plan": plan_summary(plan, None)})
     log_plan(loggers, plan)
     trainer, guard, flops = build_trainer(cfg, run_dir, loggers, plan)
     if trainer.is_global_zero and not (run_dir / CONFIG_FILE).exists():
         OmegaConf.save(cfg, run_dir / CONFIG_FILE, resolve=True)
-    checkpoint = last_checkpoint(run_dir)
     try:
-        trainer.fit(task, datamodule=data, ckpt_path=resumable_checkpoint(run_dir) if cfg.resume else None)
-        status = "diverged" if guard.diverged_at is not None else "ok"
-        if status == "ok" and (not task.history or task.history[-1]["step"] != trainer.global_step):
-            trainer.validate(task, datamodule=data, verbose=False)
-        trainer.save_checkpoint(checkpoint, weights_only=False)
-    except SIGTERMException:  # LastCheckpoint saved the step it stopped in
-        status = "interrupted"
+        status = _fit(trainer, task, data, guard, cfg, run_dir)
+        metrics, sweep_metric = summarize(task, status, cfg)
+        log_summary(loggers, {"status": status, "sweep_metric": sweep_metric if math.isfinite(sweep_metric) else None})
     finally:
         finish_loggers(loggers)
-    metrics, sweep_metric = summarize(task, status, cfg)
     resolved = plain(cfg)
     return RunRecord(status=status, config=resolved, config_hash=config_hash(resolved), metrics=metrics,
                      sweep_metric=sweep_metric, steps=trainer.global_step,

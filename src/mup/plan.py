@@ -116,6 +116,11 @@ class Plan:
             entry.setdefault("params", []).append(row.name)
         return list(out.values())
 
+    def group_lrs(self) -> dict[str, float]:
+        """Each parameter group's base learning rate: its optimizer's LR × the group's LR multiplier."""
+        base = {part.spec.name: part.spec.lr for part in self.parts}
+        return {row.group: base[row.part] * row.lr_mult for row in self.rows}
+
     def table(self) -> str:
         head = (f"plan: {self.parametrization}  width {self.width} (base {self.base_width}, r_n {self.r_n:g})  "
                 f"depth {self.depth} (base {self.base_depth}, r_L {self.r_L:g})\n"

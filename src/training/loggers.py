@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -78,14 +79,19 @@ def log_plan(loggers: list[Logger], plan) -> None:
 
 
 def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Mapping[str, Any]) -> None:
-    """A W&B run in the sweep's group holding the transfer table, the cost table (src/sweeps/cost.py),
-    the plots and any sample grids."""
+    """A W&B run in the sweep's group holding the native transfer charts (src/sweeps/dashboard.py), the
+    transfer, points and cost tables (src/sweeps/cost.py), the plots and any sample grids."""
     import wandb
 
-    columns = ["arm", "axis", "sizes", "optimal_log2_lr", "drift_octaves", "slope", "regret", "violations"]
+    from src.sweeps.dashboard import log_report_run, transfer_charts
+
+    columns = ["arm", "axis", "sizes", "optimal_log2_lr", "optimal_log2_lr_ci", "drift_octaves", "drift_ci", "slope",
+               "slope_ci", "verdict", "regret", "violations"]
     table = wandb.Table(columns=columns, data=[[str(a.get(c)) for c in columns] for a in transfer["arms"]])
-    run = wandb.init(project=spec["project"], entity=spec.get("entity"), group=spec.get("group") or sweep_dir.name,
-                     name="transfer-report", job_type="report", dir=str(sweep_dir), mode=wandb_mode(spec["mode"]))
+    points = wandb.Table(columns=["arm", "axis", "size", "log2_lr", "loss", "seeds"], data=[
+        [a["arm"], a["axis"], c["size"], x, y if math.isfinite(y) else None, len(seeds)]
+        for a in transfer["arms"] for c in a["curves"].values()
+        for x, y, seeds in zip(c["log2_lrs"], c["losses"], c.get("seeds", [[]] * len(c["losses"])))])
     images = {f"transfer/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("*.png"))}
     images |= {f"samples/{p.stem}": wandb.Image(str(p)) for p in sorted(sweep_dir.glob("samples/*.png"))}
     cost_columns = ["arm", "axis", "proxy_size", "target_size", "proxy_flops", "proxy_wall_s", "target_run_flops",
@@ -96,8 +102,17 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
          *(a[k][u] for k in ("proxy_search", "target_run", "direct_search") for u in ("flops", "wall_time_s")),
          *(a[k][u] for k in ("proxy_vs_target_run_pct", "proxy_vs_direct_search_pct") for u in ("flops", "wall_time_s"))]
         for a in transfer.get("cost", {}).get("per_arm", [])])
-    run.log({"transfer/table": table, "transfer/cost": cost, **images})
-    run.finish()
+    log_report_run(spec, sweep_dir, spec.get("group") or sweep_dir.name, "transfer-report",
+                   {"transfer/table": table, "transfer/points": points, "transfer/cost": cost, **images,
+                    **transfer_charts(wandb, transfer)})
+
+
+def log_summary(loggers: list[Logger], values: Mapping[str, Any]) -> None:
+    """Values for the run's W&B summary (status, the sweep metric), beside its last logged metrics."""
+    for logger in loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "summary"):
+            experiment.summary.update(dict(values))
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
