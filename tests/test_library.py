@@ -89,8 +89,9 @@ def _lm_check(factory, zero_q: str):
                                 head_dim=lambda width: 16, **SMALL)
 
 
-def test_granite_passes_its_coordinate_check_through_the_public_api():
-    result = _lm_check(external.granite, "model.layers.*.self_attn.q_proj.weight")
+@pytest.mark.parametrize("factory", [external.granite, external.llama], ids=["granite", "llama"])
+def test_hugging_face_decoders_pass_their_coordinate_check_through_the_public_api(factory):
+    result = _lm_check(factory, "model.layers.*.self_attn.q_proj.weight")
     assert result["verdict"] == {"sp/width": "fail", "sp/depth": "fail", "completep/width": "pass",
                                  "completep/depth": "pass"}, result["slopes"]
     assert result["slopes"]["sp"]["width"]["logits_delta"] > 0.5  # SP's logits blow up with width
