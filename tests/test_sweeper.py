@@ -119,6 +119,7 @@ def test_a_sweep_runs_twins_once_and_extra_seeds_near_the_optima(tmp_path):
     log = again.stdout + again.stderr
     assert "status ok |" not in log and "skipped" not in log  # no job was launched, not even to skip itself
     assert "jobs finished earlier (same config): not launched" in log
+    assert (tmp_path / "records.compose.json.gz").exists() and "composed 0 job configs" in log  # no config composed
     assert {r["dir"]: r["sweep_metric"] for r in records(fresh)} == {r["dir"]: r["sweep_metric"] for r in recs}
     old, new = (json.loads((d / "transfer.json").read_text())["arms"] for d in (sweep_dir, fresh))
     assert [a["optimal_log2_lr"] for a in old] == [a["optimal_log2_lr"] for a in new]

@@ -19,11 +19,16 @@ Both decisions read only files and configs, so a relaunch into the same sweep di
 and a job whose dir holds a finished record of its config is not launched again. With ``records`` (a ``.jsonl.gz``
 path, src/sweeps/archive.py) the sweep first restores the finished jobs archived there and archives
 its own after every batch of ``max_batch_size`` jobs: a study that spans sessions commits that file,
-and the same command on a fresh clone continues it.
+and the same command on a fresh clone continues it. Beside it (``<name>.compose.json.gz``) the
+sweeper keeps what it derived from each job's composed config — its dir, config hash and training
+signature — under a digest of the configs and code that decide them, so a relaunch does not compose
+the configs of jobs it already has again (Hydra takes about half a second a job); any change to
+``conf/`` or to that code recomposes everything.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -96,12 +101,54 @@ def write_twin(twin_dir: Path, first_dir: Path, config: dict[str, Any], sweep_di
     return True
 
 
-def finished_earlier(job_dir: Path, config: DictConfig) -> bool:
-    """Whether ``job_dir`` holds a finished (ok or diverged) record of this config (src/run.py skips
-    such a job; here it is not even launched)."""
+def finished_earlier(job_dir: Path, hashed: str) -> bool:
+    """Whether ``job_dir`` holds a finished (ok or diverged) record of the config with hash ``hashed``
+    (src/run.py skips such a job; here it is not even launched)."""
     record = read_record(job_dir)
-    return record is not None and record["status"] in ("ok", "diverged") \
-        and record["config_hash"] == config_hash(plain(config))
+    return record is not None and record["status"] in ("ok", "diverged") and record["config_hash"] == hashed
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DECIDING = ("conf", "src/resolvers.py", "src/assemble.py", "src/records.py", "src/mup", "src/models", "src/data",
+            "src/sweeps/sweeper.py")  # what a job's composed config, its hash and its plan depend on
+
+
+def code_digest(root: Path = ROOT) -> str:
+    """sha256 of the configs and code in ``DECIDING``."""
+    digest = hashlib.sha256()
+    for item in DECIDING:
+        path = root / item
+        for f in sorted([path] if path.is_file() else path.rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".yaml"):
+                digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+class JobFacts:
+    """Per job (by its overrides): its dir relative to the sweep dir, its config hash and its training
+    signature, derived once from the composed config and kept in ``path`` (a .json.gz) between runs.
+    The key includes ``salt`` (the code digest and the multirun's own overrides)."""
+
+    def __init__(self, path: Path | None, salt: str, compose: Callable[[Sequence[str]], tuple[str, DictConfig]]):
+        self.path, self.salt, self.compose = path, salt, compose
+        self.facts: dict[str, dict[str, Any]] = {}
+        self.composed = 0
+        if path is not None and path.exists():
+            self.facts = json.loads(gzip.decompress(path.read_bytes()))
+
+    def __call__(self, job: Sequence[str], twins: bool) -> dict[str, Any]:
+        key = hashlib.sha256(json.dumps([self.salt, list(job)]).encode()).hexdigest()
+        if key not in self.facts or (twins and "signature" not in self.facts[key]):
+            rel, config = self.compose(job)
+            self.composed += 1
+            self.facts[key] = {"dir": rel, "config_hash": config_hash(plain(config))}
+            if twins:
+                self.facts[key]["signature"] = training_signature(config)
+        return self.facts[key]
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.write_bytes(gzip.compress(json.dumps(self.facts, sort_keys=True).encode(), mtime=0))
 
 
 def _with_seed(job: Sequence[str], seed: int) -> list[str]:
@@ -116,7 +163,6 @@ class TransferSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.extra_seeds, self.around, self.twins = list(extra_seeds or []), around, twins
         self.records = Path(records) if records else None
-        self._dirs: dict[tuple[str, ...], str] = {}  # a job's overrides -> its dir
         self._first_of: dict[str, Path] = {}  # a training signature -> the dir of the job that runs it
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -129,28 +175,31 @@ class TransferSweeper(BasicSweeper):
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         if self.records is not None:
             log.info("restored %d finished jobs from %s", archive.restore(self.records, self.sweep_dir), self.records)
+        facts_file = self.records.with_name(self.records.name.replace(".jsonl.gz", ".compose.json.gz")) \
+            if self.records is not None else None
+        salt = json.dumps([code_digest(), list(OmegaConf.select(self.config, "hydra.overrides.task") or [])])
+        self._facts = JobFacts(facts_file, salt, lambda job: self._compose(job))
         returns, done = [self._launch(jobs, 0)], list(jobs)
         while self.extra_seeds and (more := seed_pass(self.sweep_dir, jobs, done, self.extra_seeds, self.around,
                                                       self._dir)):
             log.info("seed pass: %d jobs (seeds %s) near the seed-mean optima", len(more), self.extra_seeds)
             returns.append(self._launch(more, len(done)))
             done += more
+        log.info("composed %d job configs (%d known from earlier runs)", self._facts.composed,
+                 len(done) - self._facts.composed)
         return returns
 
-    def _job(self, job: Sequence[str]) -> tuple[Path, DictConfig]:
-        """(the job's dir, its task config), as the launcher will make them."""
+    def _compose(self, job: Sequence[str]) -> tuple[str, DictConfig]:
+        """(the job's dir relative to the sweep dir, its task config), as the launcher will make them."""
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
         job_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
         with open_dict(config):
             del config["hydra"]
-        return job_dir, config
+        return str(job_dir.relative_to(self.sweep_dir)), config
 
     def _dir(self, job: Sequence[str]) -> str:
-        """The job's dir relative to the sweep dir (a function of its overrides), cached."""
-        key = tuple(job)
-        if key not in self._dirs:
-            self._dirs[key] = str(self._job(job)[0].relative_to(self.sweep_dir))
-        return self._dirs[key]
+        """The job's dir relative to the sweep dir (a function of its overrides)."""
+        return self._facts(job, self.twins)["dir"]
 
     def _launch(self, jobs: list[list[str]], first_idx: int) -> Sequence[Any]:
         """Launch every job that is neither a twin of an earlier one nor finished already (a relaunch:
@@ -159,17 +208,18 @@ class TransferSweeper(BasicSweeper):
         first_of = self._first_of
         run, twins, finished = [], [], 0
         for job in jobs:
-            job_dir, config = self._job(job)
-            signature = training_signature(config) if self.twins else None
+            facts = self._facts(job, self.twins)
+            job_dir, signature = self.sweep_dir / facts["dir"], facts.get("signature")
             if signature is not None and signature in first_of:
-                twins.append((job_dir, first_of[signature], plain(config)))
+                twins.append((job_dir, first_of[signature], job))
                 continue
             if signature is not None:
                 first_of[signature] = job_dir
-            if finished_earlier(job_dir, config):
+            if finished_earlier(job_dir, facts["config_hash"]):
                 finished += 1
                 continue
             run.append(job)
+        self._facts.save()
         if twins:
             log.info("%d of %d jobs are twins of another job (same training): run once", len(twins), len(jobs))
         if finished:
@@ -185,10 +235,12 @@ class TransferSweeper(BasicSweeper):
         self._write_twins(twins)
         return results
 
-    def _write_twins(self, twins: list[tuple[Path, Path, dict[str, Any]]]) -> None:
-        """Twins whose first job has finished get their record; then the archive is brought up to date."""
-        for twin_dir, first_dir, config in twins:
-            write_twin(twin_dir, first_dir, config, self.sweep_dir)
+    def _write_twins(self, twins: list[tuple[Path, Path, Sequence[str]]]) -> None:
+        """Twins whose first job has finished get their record (their config composed only then); then
+        the archive is brought up to date."""
+        for twin_dir, first_dir, job in twins:
+            if (first_dir / METRICS_FILE).exists() and not (twin_dir / METRICS_FILE).exists():
+                write_twin(twin_dir, first_dir, plain(self._compose(job)[1]), self.sweep_dir)
         if self.records is not None:
             archive.export(self.sweep_dir, self.records)
 
