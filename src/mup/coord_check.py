@@ -93,9 +93,9 @@ class Probe:
 
     def _keep(self, key: str) -> Callable:
         def hook(module, args, output):
-            if isinstance(output, tuple):  # a two-stream block (MMDiT) returns (image, condition) tokens
-                output = output[0]
             output = getattr(output, "logits", output)  # a Hugging Face model returns a ModelOutput
+            if not isinstance(output, torch.Tensor):  # a two-stream block (MMDiT) returns (image, condition)
+                output = output[0]                    # tokens; a diffusers model an output whose first is .sample
             self.outputs[key] = output.detach().clone()
         return hook
 
