@@ -16,7 +16,8 @@ SIZES = (32, 64, 128)
 
 
 def _transfer() -> dict:
-    """A two-arm transfer report: μP's optimum stays at −8, SP's moves one octave per doubling."""
+    """A two-arm transfer report: μP's optimum stays at −8, SP's moves one octave per doubling; SP's
+    widest interval reaches −inf (an optimum at the grid's edge), which a chart cannot draw."""
     arms = []
     for arm, shift in (("mup/AdamW", 0), ("sp/AdamW", -1)):
         curves, optima, cis = {}, {}, {}
@@ -24,8 +25,10 @@ def _transfer() -> dict:
             best = -8 + shift * i
             lrs = [-11.0, -10.0, -9.0, -8.0, -7.0, -6.0]
             losses = [3 + 0.1 * (x - best) ** 2 if x < -6 else math.inf for x in lrs]
-            curves[str(size)] = {"size": size, "log2_lrs": lrs, "losses": losses, "seeds": [[v] for v in losses]}
-            optima[str(size)], cis[str(size)] = float(best), ([best - 0.5, best + 0.5] if i else None)
+            curves[size] = {"size": size, "log2_lrs": lrs, "losses": losses, "seeds": [[v] for v in losses]}
+            optima[size], cis[size] = float(best), ([best - 0.5, best + 0.5] if i else None)  # int keys, as in memory
+        if shift:
+            cis[SIZES[-1]] = [-math.inf, -9.5]
         arms.append({"arm": arm, "axis": "width", "sizes": list(SIZES), "curves": curves, "optimal_log2_lr": optima,
                      "optimal_log2_lr_ci": cis})
     return {"arms": arms}
@@ -55,6 +58,7 @@ def test_the_summary_run_holds_native_line_charts_of_the_curves_and_optima(tmp_p
     by_line = _lines(_table(run_dir, "transfer/mup/AdamW/width/optimum_vs_size_table"))
     assert by_line["log2 lr*"] == [(5.0, -8.0), (6.0, -8.0), (7.0, -8.0)]
     assert by_line["95% low"] == [(6.0, -8.5), (7.0, -8.5)] and by_line["95% high"] == [(6.0, -7.5), (7.0, -7.5)]
+    assert _lines(_table(run_dir, "transfer/sp/AdamW/width/optimum_vs_size_table"))["95% low"] == [(6.0, -9.5)]
     charts = run_contents(run_dir)["config"]["_wandb"]["visualize"]
     assert charts["transfer/sp/AdamW/width/loss_vs_log2_lr"]["panel_config"]["panelDefId"] == dashboard.LINE_SERIES
     assert len(charts) == 4
@@ -91,7 +95,7 @@ def test_a_coordinate_check_logs_its_curves_as_native_charts(train):
 def test_the_sweep_workspace_builds_offline_from_a_sweep_dir(tmp_path, capsys):
     sweep = tmp_path / "my_sweep"
     sweep.mkdir()
-    (sweep / "transfer.json").write_text(json.dumps(_transfer()))
+    (sweep / "transfer.json").write_text(json.dumps(_transfer()))  # as report.py writes it: str keys, -Infinity
     assert dashboard.main([str(sweep), "--entity", "me", "--project", "lab"]) == 0
     spec = json.loads((sweep / "workspace.json").read_text())
     assert (spec["entity"], spec["project"], spec["display_name"]) == ("me", "lab", "sweep my_sweep")

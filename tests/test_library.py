@@ -60,6 +60,42 @@ def test_a_factory_may_omit_only_the_multipliers_its_arm_leaves_neutral():
     assert plan.model_kwargs == {} and isinstance(model, nn.Module)
 
 
+def test_named_arms_are_the_config_options():
+    from omegaconf import OmegaConf
+
+    for name in ("sp", "mup", "depth_mup", "completep"):
+        option = OmegaConf.merge(*(OmegaConf.load(ROOT / "conf" / "parametrization" / f"{n}.yaml")
+                                   for n in {"sp": ["sp"], "mup": ["sp", "mup"], "depth_mup": ["sp", "mup", "depth_mup"],
+                                             "completep": ["sp", "mup", "completep"]}[name]))
+        arm = mup.Parametrization.named(name, 8, 2)
+        assert (arm.width_rule, arm.depth_rule) == (option.width_rule, option.depth_rule), name
+
+
+def test_a_preact_probe_ignores_the_factory_hooks_of_its_layer():
+    """The inner layer's own update (W_t − W_0)·x is 0 before any step, also when a factory hook
+    scales that layer's output."""
+    from src.mup.coord_check import Probe
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.norm = nn.Linear(4, 8), nn.LayerNorm(8)
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8))])
+
+        def forward(self, x):
+            h = self.embed(x)
+            for block in self.blocks:
+                h = h + block(h)
+            return self.norm(h)
+
+    model = Tiny()
+    mup.scale_output(model.blocks[0][0], 3.0)
+    probe = Probe(model, {"embedding": "embed", "blocks": "blocks", "final": "norm", "branches": ["2"],
+                          "preact": "0"}, 1.0)
+    stats = probe.measure(lambda: model(torch.randn(3, 4)))
+    assert stats["preact_update"] == 0.0 and stats["preact"] > 0
+
+
 def test_an_eps_the_spec_leaves_out_is_the_class_default_scaled_per_group():
     factory = lambda width, depth, **k: external.vit(width, depth, **k)  # noqa: E731
     _, optimizer, plan = mup.setup(factory, 64, 2, mup.Parametrization.named("mup", 32, 2), ADAMW)
@@ -103,7 +139,7 @@ def test_a_timm_vit_passes_its_coordinate_check_with_a_growing_head_dim():
     gen = torch.Generator().manual_seed(0)
     images, labels = torch.randn(8, 1, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)
     factory = lambda width, depth, **k: external.vit(width, depth, head_dim=width // 2, **k)  # noqa: E731
-    probes = {"embedding": "patch_embed", "blocks": "blocks", "final": "fc_norm", "branches": ["attn.proj", "mlp.fc2"],
+    probes = {"embedding": "pos_drop", "blocks": "blocks", "final": "fc_norm", "branches": ["attn.proj", "mlp.fc2"],
               "preact": "mlp.fc1"}
     result = mup.coordinate_check(factory, ["sp", "completep"], ADAMW,
                                   lambda m: nn.functional.cross_entropy(m(images), labels), probes,

@@ -138,3 +138,34 @@ def test_archive_round_trip_keeps_finished_jobs_only(tmp_path):
     assert archive.restore(path, tmp_path / "new") == 2 and archive.restore(path, tmp_path / "new") == 0
     assert read_record(tmp_path / "new" / "b") == {"status": "diverged", "config": {"seed": 0}, "config_hash": "b",
                                                     "sweep_metric": 1.0}
+
+
+def test_job_facts_are_reused_only_under_the_same_code_and_overrides(tmp_path):
+    """The sweeper's cache of composed-config facts: a hit composes nothing; new code, new multirun
+    overrides, a config that depends on another run's files, or a damaged file compose again."""
+    from omegaconf import OmegaConf
+
+    from src.sweeps.sweeper import JobFacts
+
+    composed = []
+
+    def compose(job):
+        composed.append(tuple(job))
+        extra = {"init_from": str(tmp_path / "sft")} if "from=1" in job else {}
+        return f"dir-{job[0]}", OmegaConf.create({"seed": int(job[0].split("=")[1]), **extra})
+
+    path = tmp_path / "records.compose.json.gz"
+    first = JobFacts(path, "code-a", "salt", compose)
+    facts = first(["seed=1"], twins=False)
+    first(["seed=2", "from=1"], twins=False)
+    first.save()
+    again = JobFacts(path, "code-a", "salt", compose)
+    assert again(["seed=1"], twins=False) == facts and facts["dir"] == "dir-seed=1"
+    again(["seed=2", "from=1"], twins=False)  # starts from another run: never kept
+    assert composed == [("seed=1",), ("seed=2", "from=1"), ("seed=2", "from=1")]
+    JobFacts(path, "code-b", "salt", compose)(["seed=1"], twins=False)  # the code changed
+    JobFacts(path, "code-a", "other", compose)(["seed=1"], twins=False)  # the multirun's overrides changed
+    assert composed[3:] == [("seed=1",), ("seed=1",)]
+    path.write_bytes(b"not gzip")
+    assert JobFacts(path, "code-a", "salt", compose)(["seed=1"], twins=False) == facts  # damaged: composed again
+    assert len(composed) == 6

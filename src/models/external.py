@@ -10,7 +10,7 @@ multiplier the model's own config exposes is passed there, and one it lacks is a
   are hooks on ``lm_head`` and on each block's ``o_proj`` and ``down_proj``; the embedding multiplier a
   hook on ``embed_tokens``; the attention scale the ``scaling`` attribute of each attention module.
 - **ViT** (``timm``): no multiplier either; hooks as for Llama (``head``, each block's ``attn.proj`` and
-  ``mlp.fc2``, ``patch_embed``). Its attention scale is hard-coded: ``Attention.scale`` is 1/√d_head, and
+  ``mlp.fc2``, and ``pos_drop``, whose output is the patch embedding plus the positions). Its attention scale is hard-coded: ``Attention.scale`` is 1/√d_head, and
   the fused path (``F.scaled_dot_product_attention``, timm's default) ignores that attribute and uses
   its own 1/√d_head. With the head dim fixed (width grown by adding heads) μP's scale is that value, so
   nothing is needed; when the head dim grows, μP's α·√d_base/d_head needs ``attn.scale`` set *and*
@@ -80,7 +80,7 @@ def vit(width: int, depth: int, embed_mult: float = 1.0, branch_mult: float = 1.
     model = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=1, num_classes=classes,
                               embed_dim=width, depth=depth, num_heads=width // head_dim, global_pool="avg",
                               class_token=False)
-    scale_output(model.patch_embed, embed_mult)
+    scale_output(model.pos_drop, embed_mult)  # patches + positions, as the in-house models scale them
     scale_output(model.head, readout_mult)
     for block in model.blocks:
         scale_output(block.attn.proj, branch_mult)

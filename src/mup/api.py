@@ -24,6 +24,7 @@ the base depth on the meta device. The coordinate check on the same factory is :
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -73,18 +74,26 @@ def coordinate_check(factory: ModelFactory, arms: Sequence[str | Parametrization
     a large constant LR), judged at ``judge_step`` (default: the last step).
 
     ``arms``: names (``Parametrization.named``, with ``base`` as their base size and ``settings`` as
-    their other fields, e.g. ``zero_readout=True``) or Parametrizations. ``probes``: module names of the
+    their other fields, e.g. ``zero_readout=True``) or Parametrizations (taken as they are, with their
+    own base sizes). ``probes``: module names of the
     model, as in ``conf/probes/``: ``embedding``, ``blocks`` (the list of residual blocks), ``final``,
     ``branches`` (submodules of a block whose outputs are its branches) and ``preact`` (the inner layer
     of a block whose update tells the depth rules apart). ``head_dim(width)``: the head dimension, when
     the factory takes ``attn_scale`` (``base_head_dim`` defaults to ``head_dim(base width)``). Returns slopes, depth rules and a pass/fail verdict per
     ``"<arm>/<axis>"``; with ``out_dir``, also coord_check.{csv,png,json} there."""
+    if not 0 < tolerance < cc.max_tolerance():
+        raise ValueError(f"tolerance={tolerance!r} must be in (0, {cc.max_tolerance()}): above it one depth slope "
+                         "would fit both depth rules")
     fields = dict(settings or {})
-    if head_dim is not None:  # μP's attention scale √d_base/d_head needs the base size's head dim
-        fields.setdefault("base_head_dim", head_dim(base[0]))
-    resolved = {arm.name if isinstance(arm, Parametrization) else arm:
-                arm if isinstance(arm, Parametrization) else Parametrization.named(arm, *base, **fields)
-                for arm in arms}
+    base_head_dim = head_dim(base[0]) if head_dim is not None else None  # μP's √d_base/d_head needs it
+    resolved: dict[str, Parametrization] = {}
+    for arm in arms:
+        arm = arm if isinstance(arm, Parametrization) else Parametrization.named(arm, *base, **fields)
+        if arm.base_head_dim is None and base_head_dim is not None:
+            arm = replace(arm, base_head_dim=base_head_dim)
+        if arm.name in resolved:
+            raise ValueError(f"two arms are named {arm.name!r}; give each Parametrization its own name")
+        resolved[arm.name] = arm
 
     def run(name: str, width: int, depth: int, seed: int) -> list[dict[str, float]]:
         torch.manual_seed(seed)

@@ -80,6 +80,9 @@ class Probe:
         named |= {f"branch.{i}.{name}": block.get_submodule(name)
                   for i, block in enumerate(blocks) for name in probes["branches"]}
         self.preact_init = copy.deepcopy(named["preact"])  # W_0, to split off the inner layer's own update
+        for module in self.preact_init.modules():  # its own map only: not a factory's hooks, as the probe sees it
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
         self.outputs: dict[str, torch.Tensor] = {}
         self.initial: dict[str, torch.Tensor] | None = None
         # prepended: a module's own output, before any hook of the model's factory (src.mup.scale_output)

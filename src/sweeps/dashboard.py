@@ -12,10 +12,11 @@ Charts are ``wandb.plot.line_series`` (interactive Vega charts whose data is a W
   as two more lines (a size without an interval has none);
 - ``coord_check/<arm>/<axis>``: every judged quantity's RMS at the judged step against log2 size.
 
-The workspace filters the project to the sweep's W&B group, groups runs by arm, and holds the summary
-run's charts plus panels that read each run's top-level config (``arm``, ``width``, ``depth``,
-``log2_lr``, ``seed``, ``optimizer_name``, ``group_lr``, set by src/jobs/train.py) and summary
-(``sweep_metric``): the loss against log2 η per run, the learning curves, the per-group LRs.
+The workspace filters the project to the sweep's W&B group, groups runs by arm, width and depth, and
+holds the summary run's charts plus panels that read each run's top-level config (``arm``, ``width``,
+``depth``, ``log2_lr``, ``seed``, set by src/jobs/train.py with ``optimizer_name`` and ``group_lr``)
+and summary (``sweep_metric``): the sweep metric against log2 η per run, a parallel-coordinates plot,
+the learning curves and the per-group LR curves (``lr-<Optimizer>/<group>``).
 """
 
 from __future__ import annotations
@@ -54,12 +55,16 @@ def transfer_charts(wandb, transfer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _optimum_chart(wandb, entry: Mapping[str, Any], optima: Mapping[int, float]):
+    """log2 η* per size, and the interval's ends where both are finite (sizes keyed by int in memory,
+    by str once read back from transfer.json)."""
     sizes = sorted(optima)
+    intervals = {int(s): ci for s, ci in entry["optimal_log2_lr_ci"].items()
+                 if ci is not None and all(math.isfinite(v) for v in ci)}
     lines, keys = [[optima[s] for s in sizes]], ["log2 lr*"]
-    with_ci = [s for s in sizes if entry["optimal_log2_lr_ci"].get(str(s))]
+    with_ci = [s for s in sizes if s in intervals]
     for i, name in enumerate(("95% low", "95% high")):
         if with_ci:
-            lines.append([entry["optimal_log2_lr_ci"][str(s)][i] for s in with_ci])
+            lines.append([intervals[s][i] for s in with_ci])
             keys.append(name)
     xs = [_log2(sizes)] + [_log2(with_ci)] * (len(lines) - 1)
     return wandb.plot.line_series(xs=xs, ys=lines, keys=keys, title=f"{entry['arm']}: log2 lr* vs {entry['axis']}",

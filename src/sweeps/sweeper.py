@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ def finished_earlier(job_dir: Path, hashed: str) -> bool:
 
 ROOT = Path(__file__).resolve().parents[2]
 DECIDING = ("conf", "src/resolvers.py", "src/assemble.py", "src/records.py", "src/mup", "src/models", "src/data",
-            "src/sweeps/sweeper.py")  # what a job's composed config, its hash and its plan depend on
+            "src/training/optimizers.py", "src/sweeps/sweeper.py")  # what a job's composed config, its hash and its plan depend on
 
 
 def code_digest(root: Path = ROOT) -> str:
@@ -127,28 +128,48 @@ def code_digest(root: Path = ROOT) -> str:
 class JobFacts:
     """Per job (by its overrides): its dir relative to the sweep dir, its config hash and its training
     signature, derived once from the composed config and kept in ``path`` (a .json.gz) between runs.
-    The key includes ``salt`` (the code digest and the multirun's own overrides)."""
 
-    def __init__(self, path: Path | None, salt: str, compose: Callable[[Sequence[str]], tuple[str, DictConfig]]):
-        self.path, self.salt, self.compose = path, salt, compose
+    Entries are kept under ``code`` (the digest of ``DECIDING``; a file written under another digest is
+    dropped whole) and keyed by ``salt`` (what else the composition depends on: the multirun's task and
+    hydra overrides) and the job's overrides. A config whose result depends on other files — a job that
+    starts from another run (``init_from``, whose record hash enters the config hash) or loads a
+    published model (``model.path``) — is never kept: its facts are composed afresh every time."""
+
+    def __init__(self, path: Path | None, code: str, salt: str,
+                 compose: Callable[[Sequence[str]], tuple[str, DictConfig]]):
+        self.path, self.code, self.salt, self.compose = path, code, salt, compose
         self.facts: dict[str, dict[str, Any]] = {}
         self.composed = 0
         if path is not None and path.exists():
-            self.facts = json.loads(gzip.decompress(path.read_bytes()))
+            try:
+                stored = json.loads(gzip.decompress(path.read_bytes()))
+            except (OSError, EOFError, ValueError) as err:
+                log.warning("%s: unreadable (%s); composing every job's config", path, err)
+                stored = {}
+            if stored.get("code") == code:
+                self.facts = stored["facts"]
 
     def __call__(self, job: Sequence[str], twins: bool) -> dict[str, Any]:
         key = hashlib.sha256(json.dumps([self.salt, list(job)]).encode()).hexdigest()
-        if key not in self.facts or (twins and "signature" not in self.facts[key]):
-            rel, config = self.compose(job)
-            self.composed += 1
-            self.facts[key] = {"dir": rel, "config_hash": config_hash(plain(config))}
-            if twins:
-                self.facts[key]["signature"] = training_signature(config)
-        return self.facts[key]
+        if key in self.facts and (not twins or "signature" in self.facts[key]):
+            return self.facts[key]
+        rel, config = self.compose(job)
+        self.composed += 1
+        facts = {"dir": rel, "config_hash": config_hash(plain(config))}
+        if twins:
+            facts["signature"] = training_signature(config)
+        if not (config.get("init_from") or OmegaConf.select(config, "model.path")):
+            self.facts[key] = facts
+        return facts
 
     def save(self) -> None:
-        if self.path is not None:
-            self.path.write_bytes(gzip.compress(json.dumps(self.facts, sort_keys=True).encode(), mtime=0))
+        """Write the file atomically (a killed write leaves the previous one)."""
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(gzip.compress(json.dumps({"code": self.code, "facts": self.facts}, sort_keys=True).encode(),
+                                      mtime=0))
+        os.replace(tmp, self.path)
 
 
 def _with_seed(job: Sequence[str], seed: int) -> list[str]:
@@ -177,16 +198,18 @@ class TransferSweeper(BasicSweeper):
             log.info("restored %d finished jobs from %s", archive.restore(self.records, self.sweep_dir), self.records)
         facts_file = self.records.with_name(self.records.name.replace(".jsonl.gz", ".compose.json.gz")) \
             if self.records is not None else None
-        salt = json.dumps([code_digest(), list(OmegaConf.select(self.config, "hydra.overrides.task") or [])])
-        self._facts = JobFacts(facts_file, salt, lambda job: self._compose(job))
+        hydra = [o for o in OmegaConf.select(self.config, "hydra.overrides.hydra") or []
+                 if not o.startswith("hydra.sweep.dir=")]  # the dir is where, not what: facts are relative to it
+        salt = json.dumps([list(OmegaConf.select(self.config, "hydra.overrides.task") or []), hydra])
+        self._facts = JobFacts(facts_file, code_digest(), salt, lambda job: self._compose(job))
         returns, done = [self._launch(jobs, 0)], list(jobs)
         while self.extra_seeds and (more := seed_pass(self.sweep_dir, jobs, done, self.extra_seeds, self.around,
                                                       self._dir)):
             log.info("seed pass: %d jobs (seeds %s) near the seed-mean optima", len(more), self.extra_seeds)
             returns.append(self._launch(more, len(done)))
             done += more
-        log.info("composed %d job configs (%d known from earlier runs)", self._facts.composed,
-                 len(done) - self._facts.composed)
+        log.info("composed %d job configs for their dirs, hashes and twins (%d jobs in all)", self._facts.composed,
+                 len(done))
         return returns
 
     def _compose(self, job: Sequence[str]) -> tuple[str, DictConfig]:
@@ -209,7 +232,7 @@ class TransferSweeper(BasicSweeper):
         run, twins, finished = [], [], 0
         for job in jobs:
             facts = self._facts(job, self.twins)
-            job_dir, signature = self.sweep_dir / facts["dir"], facts.get("signature")
+            job_dir, signature = self.sweep_dir / facts["dir"], facts.get("signature") if self.twins else None
             if signature is not None and signature in first_of:
                 twins.append((job_dir, first_of[signature], job))
                 continue
