@@ -149,6 +149,8 @@ def test_sft_then_vrpo_and_naive_dpo_two_step_runs(tmp_path):
     sampled = answers.evaluate(sft_dir, temperature=1.0, draws=2)
     assert sampled == answers.evaluate(sft_dir, temperature=1.0, draws=2) and sampled["answers"] == 16
     assert sum(sampled["misses"].values()) == round(16 * (1 - sampled["accuracy"]))
+    assert len(sampled["row_hits"]) == 8 and sum(sampled["row_hits"]) == round(16 * sampled["accuracy"])
+    assert max(sampled["row_hits"]) <= 2 and sum(greedy["row_hits"]) == round(8 * greedy["accuracy"])
 
     result = run_cli("experiment=llada_vrpo", f"init_from={sft_dir}", "steps=2", "model.width=32", "model.depth=1",
                      "model.head_dim=16", "data.prompts=4", "data.samples=2", f"paths.cache_dir={tmp_path / 'cache'}",

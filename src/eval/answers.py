@@ -44,26 +44,29 @@ def held_out_answers(model: torch.nn.Module, data: Any, temperature: float = 0.0
 
 def evaluate(run_dir: str | Path, temperature: float = 0.0, draws: int = 1, seed: int = 0) -> dict[str, Any]:
     """Accuracy over draws × held-out rows, its standard error √(p(1 − p)/N), the mean graded score
-    (``Problems.score``; exact match for other data) and the misses by kind."""
+    (``Problems.score``; exact match for other data), the misses by kind and each held-out row's hits
+    over the draws (``row_hits``, in held-out order: a study can pick HPs on one part of the held-out
+    rows and report on the rest)."""
     model, _, data = load_model(run_dir)
     if not isinstance(data, PairData):
         raise ConfigError(f"{run_dir}: not a run on prompt–response rows (data={type(data).__name__}); "
                           "src.eval.answers needs an SFT or preference run")
     field, task = data.responses[0], getattr(data, "problems", None)
-    hits, misses, score = 0, Counter(), 0.0
+    row_hits, misses, score = [0] * len(data.val_rows), Counter(), 0.0
     draws = 1 if temperature == 0 else draws
     for k in range(draws):
-        for row, answer in zip(data.val_rows, held_out_answers(model, data, temperature, seed, k)):
+        answers = held_out_answers(model, data, temperature, seed, k)
+        for i, (row, answer) in enumerate(zip(data.val_rows, answers)):
             score += task.score(row["prompt"], answer) if task else float(answer == row[field])
             if answer == row[field]:
-                hits += 1
+                row_hits[i] += 1
             else:
                 misses[task.miss(row["prompt"], answer) if task else "wrong"] += 1
     total = draws * len(data.val_rows)
-    p = hits / total
+    p = sum(row_hits) / total
     return {"temperature": temperature, "draws": draws, "seed": seed, "answers": total, "accuracy": p,
             "stderr": math.sqrt(p * (1 - p) / total), "score": score / total,
-            "misses": dict(misses.most_common())}
+            "misses": dict(misses.most_common()), "row_hits": row_hits}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,182 @@
+"""The five-method preference comparison on the long-response sorting task (issue 16), resumable.
+
+    .venv/bin/python experiments/vrpo/sorting_study.py            # every stage (hours on 2 cores)
+    .venv/bin/python experiments/vrpo/sorting_study.py --table    # sorting_study.md from what has run
+    .venv/bin/python experiments/vrpo/sorting_study.py --seeds 0 --lrs 1e-4 --betas 0.2 -- steps=20  # overrides after --
+
+Stages, each run a ``python -m src.run`` into its own dir under ``--root`` (a dir that holds a record
+is kept, so a relaunch continues):
+
+1. SFT on ``data=sorting`` for every seed (the ``llada_sft`` recipe, 1200 steps).
+2. The search, seed 0 only: every method over its grid (LR, and β for the DPO methods), scored by
+   greedy exact match on the *even* held-out rows (``src.eval.answers``' ``row_hits``).
+3. Every other seed at each method's selected settings.
+4. The table (``--table``): greedy and T = 1 exact match on the *odd* held-out rows (never used to
+   select), held-out preference accuracy and DPO loss (``val/preference_accuracy``, ``val/loss``), per
+   method as mean ± sd over seeds, and the paired differences (same seed, same SFT start) against
+   VRPO with 95% t intervals over seeds and a verdict the interval decides.
+
+Methods (``experiment=llada_vrpo``, which adds the SFT term of weight 1 to every DPO run):
+``sft_chosen`` (the SFT term alone, ``task.dpo_weight=0``), ``naive_dpo`` (n_t = 1, independent
+draws), ``naive_dpo_budget`` (naive DPO with 8× the pairs per step: VRPO's forward passes per step),
+``vrpo`` (n_t = 8, antithetic). SFT itself is the fifth row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = (0, 1, 2)
+SFT = ["experiment=llada_sft", "data=sorting", "steps=1200", "val_every=600", "ckpt_every=1200"]
+PREFERENCE = ["experiment=llada_vrpo", "data.max_length=72", "steps=300"]
+METHODS = {
+    "sft_chosen": ["vrpo=naive_dpo", "task.dpo_weight=0"],
+    "naive_dpo": ["vrpo=naive_dpo"],
+    "naive_dpo_budget": ["vrpo=naive_dpo", "data.batch_size=256"],
+    "vrpo": ["vrpo=vrpo"],
+}
+LRS = (3e-5, 1e-4)  # the llada_vrpo recipe's 1e-4 and a third of it
+BETAS = (0.1, 0.5)  # around the recipe's 0.2
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t quantiles
+
+
+def grid(method: str, lrs=LRS, betas=BETAS) -> list[dict[str, float]]:
+    """The search of one method: LR, and β for the methods with a DPO term."""
+    betas = (None,) if method == "sft_chosen" else betas
+    return [{"lr": lr, **({} if beta is None else {"beta": beta})} for lr in lrs for beta in betas]
+
+
+def run_name(method: str, hp: dict[str, float]) -> str:
+    return "-".join([method, *(f"{k}{v:g}" for k, v in hp.items())])
+
+
+def launch(run_dir: Path, args: list[str], extra: list[str]) -> Path:
+    """Train into ``run_dir`` unless it holds a record; then its greedy and T = 1 answers."""
+    if not (run_dir / "metrics.json").exists():
+        command = [sys.executable, "-m", "src.run", *args, *extra, f"hydra.run.dir={run_dir}"]
+        print("+", " ".join(command[1:]), flush=True)
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            raise SystemExit(f"{run_dir}: the run failed")
+    for temperature, draws in ((0, 1), (1, 2)):
+        if not (run_dir / f"answers_T{temperature:g}.json").exists():
+            subprocess.run([sys.executable, "-m", "src.eval.answers", str(run_dir), "--temperature", str(temperature),
+                            "--draws", str(draws)], cwd=ROOT, check=True)
+    return run_dir
+
+
+def preference(root: Path, method: str, hp: dict[str, float], seed: int, extra: list[str]) -> Path:
+    """One preference run from the SFT run of its seed, on ``extra``'s data.prompts × data.samples."""
+    sft = root / "sft" / f"seed{seed}"
+    args = [*PREFERENCE, *METHODS[method], f"seed={seed}", f"init_from={sft}", f"optimizer.lr={hp['lr']}",
+            *([f"task.beta={hp['beta']}"] if "beta" in hp else [])]
+    return launch(root / run_name(method, hp) / f"seed{seed}", args, extra)
+
+
+def half(run_dir: Path, temperature: float, parity: int) -> float:
+    """Exact match over the held-out rows of one parity (0: selection, 1: report), over the draws."""
+    result = json.loads((run_dir / f"answers_T{temperature:g}.json").read_text())
+    rows = result["row_hits"][parity::2]
+    return sum(rows) / (len(rows) * result["draws"])
+
+
+def selected(root: Path, hps: list[dict[str, float]], seed: int, method: str) -> dict[str, float]:
+    """The grid point of ``method`` with the best greedy exact match of the search seed on the
+    selection rows (the first grid point on a tie)."""
+    scores = [(half(root / run_name(method, hp) / f"seed{seed}", 0, 0), -i, hp) for i, hp in enumerate(hps)]
+    return max(scores, key=lambda t: t[:2])[2]
+
+
+def run_all(root: Path, extra: list[str], seeds=SEEDS, lrs=LRS, betas=BETAS, pairs: tuple[int, int] = (2048, 4)) -> None:
+    """Every stage; ``pairs``: the training prompts sampled from each SFT run and the answers per prompt."""
+    for seed in seeds:
+        launch(root / "sft" / f"seed{seed}", [*SFT, f"seed={seed}"], extra)
+    extra = [*extra, f"data.prompts={pairs[0]}", f"data.samples={pairs[1]}"]
+    for method in METHODS:
+        for hp in grid(method, lrs, betas):
+            preference(root, method, hp, seeds[0], extra)
+    choice = {method: selected(root, grid(method, lrs, betas), seeds[0], method) for method in METHODS}
+    (root / "selected.json").write_text(json.dumps({"seeds": list(seeds), "methods": choice}, indent=1))
+    for seed in seeds[1:]:
+        for method, hp in choice.items():
+            preference(root, method, hp, seed, extra)
+
+
+def metrics(run_dir: Path) -> dict[str, float]:
+    final = json.loads((run_dir / "metrics.json").read_text())["metrics"]["final"]
+    return {"greedy": half(run_dir, 0, 1), "sampled": half(run_dir, 1, 1),
+            "preference_accuracy": final.get("val/preference_accuracy", math.nan), "dpo_loss": final.get("val/loss",
+                                                                                                         math.nan)}
+
+
+def interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval over seeds."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half_width = T975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half_width, mean + half_width
+
+
+def verdict(low: float, high: float) -> str:
+    return "above" if low > 0 else "below" if high < 0 else "undetermined"
+
+
+def _cell(values: list[float]) -> str:
+    """mean ± sd over seeds of the finite values ("–" when there are none: SFT has no DPO loss)."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "–"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
+
+
+def table(root: Path) -> str:
+    stored = json.loads((root / "selected.json").read_text())
+    seeds, choice = stored["seeds"], stored["methods"]
+    runs = {"sft": {s: root / "sft" / f"seed{s}" for s in seeds}}
+    runs |= {m: {s: root / run_name(m, hp) / f"seed{s}" for s in seeds} for m, hp in choice.items()}
+    done = {m: {s: metrics(d) for s, d in seeds.items() if (d / "answers_T1.json").exists()} for m, seeds in runs.items()}
+    keys = ("greedy", "sampled", "preference_accuracy", "dpo_loss")
+    lines = ["| method | settings | seeds | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
+    for m, by_seed in done.items():
+        cells = [_cell([by_seed[s][k] for s in by_seed]) for k in keys]
+        lines.append(f"| {m} | {choice.get(m, '–')} | {len(by_seed)} | " + " | ".join(cells) + " |")
+    lines += ["", "| paired difference (same seed) | metric | mean [95% t interval] | verdict |", "|---|---|---|---|"]
+    for other in (m for m in done if m != "vrpo"):
+        seeds = sorted(set(done["vrpo"]) & set(done[other]))
+        for k in keys[:2]:
+            mean, low, high = interval([done["vrpo"][s][k] - done[other][s][k] for s in seeds]) if seeds else (
+                math.nan, math.nan, math.nan)
+            lines.append(f"| vrpo − {other} (n={len(seeds)}) | {k} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | "
+                         f"{verdict(low, high) if len(seeds) > 1 else 'undetermined'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "vrpo_sorting_study")
+    parser.add_argument("--table", action="store_true", help="only write the table from finished runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the first is the search seed")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
+    parser.add_argument("--betas", type=float, nargs="+", default=list(BETAS))
+    parser.add_argument("--prompts", type=int, default=2048, help="training prompts sampled from each SFT run")
+    parser.add_argument("--samples", type=int, default=4, help="answers per prompt")
+    parser.add_argument("overrides", nargs="*", help="added to every run (e.g. a smaller model for a smoke test)")
+    args = parser.parse_args(argv)
+    if not args.table:
+        run_all(args.root, args.overrides, tuple(args.seeds), tuple(args.lrs), tuple(args.betas),
+                (args.prompts, args.samples))
+    text = table(args.root)
+    (args.root / "sorting_study.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
