@@ -265,7 +265,8 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     sweep_dir = tmp_path / "dit"
     args = ["experiment=dit_mup_sweep", "budget=smoke", "data=digits", "budget.widths=[32,64]",
             "budget.log2_lrs=[-10,-8]", "steps=4", "val_every=4", "logger=csv", "data.val_size=50",
-            "model.depth=2", "sweep.base_depth=2", "model.patch_size=2", f"hydra.sweep.dir={sweep_dir}"]
+            "model.depth=2", "sweep.base_depth=2", "model.patch_size=2", "hydra/launcher=basic",
+            f"hydra.sweep.dir={sweep_dir}"]
     result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True, text=True,
                             timeout=500, env=os.environ)
     assert result.returncode == 0, result.stderr[-3000:]
