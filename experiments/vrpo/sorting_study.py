@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/vrpo/sorting_study.py            # every stage (hours on 2 cores)
     .venv/bin/python experiments/vrpo/sorting_study.py --table    # sorting_study.md from what has run
-    .venv/bin/python experiments/vrpo/sorting_study.py --seeds 0 --lrs 1e-4 --betas 0.2 -- steps=20  # overrides after --
+    .venv/bin/python experiments/vrpo/sorting_study.py --seeds 0 --lrs 1e-4 -- steps=20   # overrides after --
 
 Stages, each run a ``python -m src.run`` into its own dir under ``--root`` (a dir that holds a record
 is kept, so a relaunch continues):
@@ -93,7 +93,8 @@ def selected(root: Path, hps: list[dict[str, float]], seed: int, method: str) ->
     return max(scores, key=lambda t: t[:2])[2]
 
 
-def run_all(root: Path, extra: list[str], seeds=SEEDS, lrs=LRS, betas=BETAS, pairs: tuple[int, int] = (2048, 4)) -> None:
+def run_all(root: Path, extra: list[str], seeds=SEEDS, lrs=LRS, betas=BETAS,
+            pairs: tuple[int, int] = (2048, 4)) -> None:
     """Every stage; ``pairs``: the training prompts sampled from each SFT run and the answers per prompt."""
     for seed in seeds:
         launch(root / "sft" / f"seed{seed}", [*SFT, f"seed={seed}"], extra)
@@ -141,7 +142,8 @@ def table(root: Path) -> str:
     seeds, choice = stored["seeds"], stored["methods"]
     runs = {"sft": {s: root / "sft" / f"seed{s}" for s in seeds}}
     runs |= {m: {s: root / run_name(m, hp) / f"seed{s}" for s in seeds} for m, hp in choice.items()}
-    done = {m: {s: metrics(d) for s, d in seeds.items() if (d / "answers_T1.json").exists()} for m, seeds in runs.items()}
+    done = {m: {s: metrics(d) for s, d in by_seed.items() if (d / "answers_T1.json").exists()}
+            for m, by_seed in runs.items()}
     keys = ("greedy", "sampled", "preference_accuracy", "dpo_loss")
     lines = ["| method | settings | seeds | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for m, by_seed in done.items():

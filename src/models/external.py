@@ -1,7 +1,8 @@
 """Factories ``(width, depth, **multipliers) -> nn.Module`` for models nobody here wrote, for the μP
 API (``src.mup.setup``, ``src.mup.coordinate_check``; docs/library.md). No model code is forked: a
 multiplier the model's own config exposes is passed there, and one it lacks is a forward hook
-(``src.mup.scale_output``) or an attribute set after construction.
+(``src.multipliers.scale_output``, also ``src.mup.scale_output``) or an attribute set after
+construction.
 
 - **Granite** (``transformers``): its config has every μP knob. ``embedding_multiplier`` scales the
   token embedding, ``residual_multiplier`` both branches of every block, ``logits_scaling`` divides the
@@ -10,7 +11,8 @@ multiplier the model's own config exposes is passed there, and one it lacks is a
   are hooks on ``lm_head`` and on each block's ``o_proj`` and ``down_proj``; the embedding multiplier a
   hook on ``embed_tokens``; the attention scale the ``scaling`` attribute of each attention module.
 - **ViT** (``timm``): no multiplier either; hooks as for Llama (``head``, each block's ``attn.proj`` and
-  ``mlp.fc2``, and ``pos_drop``, whose output is the patch embedding plus the positions). Its attention scale is hard-coded: ``Attention.scale`` is 1/√d_head, and
+  ``mlp.fc2``, and ``pos_drop``, whose output is the patch embedding plus the positions). Its
+  attention scale is hard-coded: ``Attention.scale`` is 1/√d_head, and
   the fused path (``F.scaled_dot_product_attention``, timm's default) ignores that attribute and uses
   its own 1/√d_head. With the head dim fixed (width grown by adding heads) μP's scale is that value, so
   nothing is needed; when the head dim grows, μP's α·√d_base/d_head needs ``attn.scale`` set *and*
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from src.mup.api import scale_output
+from src.multipliers import scale_output
 
 
 def granite(width: int, depth: int, embed_mult: float = 1.0, branch_mult: float = 1.0, readout_mult: float = 1.0,

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from src.multipliers import scale_output  # noqa: F401 — part of the API
 from src.mup import coord_check as cc
 from src.mup.optim import OptimizerSpec, build_optimizer
 from src.mup.plan import Parametrization, Plan, build_model, make_plan
@@ -54,15 +55,6 @@ def setup(factory: ModelFactory, width: int, depth: int, parametrization: Parame
     return Setup(model, build_optimizer(model, plan), plan)
 
 
-def scale_output(module: nn.Module, factor: float) -> nn.Module:
-    """Multiply ``module``'s output by ``factor`` with a forward hook (for a model whose code has no
-    such multiplier: the readout of a model without logit scaling, the last linear of each residual
-    branch of a model without a residual multiplier). A factor of 1 adds no hook."""
-    if factor != 1.0:
-        module.register_forward_hook(lambda _module, _args, output: output * factor)
-    return module
-
-
 def coordinate_check(factory: ModelFactory, arms: Sequence[str | Parametrization], optimizer: OptimizerSpec,
                 loss: Callable[[nn.Module], torch.Tensor], probes: Mapping[str, Any], base: tuple[int, int],
                 widths: Sequence[int] = (), depths: Sequence[int] = (), seeds: Sequence[int] = (0, 1, 2),
@@ -79,8 +71,9 @@ def coordinate_check(factory: ModelFactory, arms: Sequence[str | Parametrization
     model, as in ``conf/probes/``: ``embedding``, ``blocks`` (the list of residual blocks), ``final``,
     ``branches`` (submodules of a block whose outputs are its branches) and ``preact`` (the inner layer
     of a block whose update tells the depth rules apart). ``head_dim(width)``: the head dimension, when
-    the factory takes ``attn_scale`` (``base_head_dim`` defaults to ``head_dim(base width)``). Returns slopes, depth rules and a pass/fail verdict per
-    ``"<arm>/<axis>"``; with ``out_dir``, also coord_check.{csv,png,json} there."""
+    the factory takes ``attn_scale`` (``base_head_dim`` defaults to ``head_dim(base width)``).
+    Returns slopes, depth rules and a pass/fail verdict per ``"<arm>/<axis>"``; with ``out_dir``,
+    also coord_check.{csv,png,json} there."""
     if not 0 < tolerance < cc.max_tolerance():
         raise ValueError(f"tolerance={tolerance!r} must be in (0, {cc.max_tolerance()}): above it one depth slope "
                          "would fit both depth rules")

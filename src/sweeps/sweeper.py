@@ -110,8 +110,9 @@ def finished_earlier(job_dir: Path, hashed: str) -> bool:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+# what a job's composed config, its hash and its plan depend on
 DECIDING = ("conf", "src/resolvers.py", "src/assemble.py", "src/records.py", "src/mup", "src/models", "src/data",
-            "src/training/optimizers.py", "src/sweeps/sweeper.py")  # what a job's composed config, its hash and its plan depend on
+            "src/training/optimizers.py", "src/sweeps/sweeper.py")
 
 
 def code_digest(root: Path = ROOT) -> str:
@@ -215,7 +216,8 @@ class TransferSweeper(BasicSweeper):
     def _compose(self, job: Sequence[str]) -> tuple[str, DictConfig]:
         """(the job's dir relative to the sweep dir, its task config), as the launcher will make them."""
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        job_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        job_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / subdir
         with open_dict(config):
             del config["hydra"]
         return str(job_dir.relative_to(self.sweep_dir)), config

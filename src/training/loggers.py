@@ -100,7 +100,8 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
     cost = wandb.Table(columns=cost_columns, data=[
         [a["arm"], a["axis"], a["proxy_size"], a["target_size"],
          *(a[k][u] for k in ("proxy_search", "target_run", "direct_search") for u in ("flops", "wall_time_s")),
-         *(a[k][u] for k in ("proxy_vs_target_run_pct", "proxy_vs_direct_search_pct") for u in ("flops", "wall_time_s"))]
+         *(a[k][u] for k in ("proxy_vs_target_run_pct", "proxy_vs_direct_search_pct")
+           for u in ("flops", "wall_time_s"))]
         for a in transfer.get("cost", {}).get("per_arm", [])])
     log_report_run(spec, sweep_dir, spec.get("group") or sweep_dir.name, "transfer-report",
                    {"transfer/table": table, "transfer/points": points, "transfer/cost": cost, **images,
