@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from src.assemble import compose_option, optimizer_spec
 from src.config_checks import check
 from src.errors import ConfigError
-from src.mup.optim import HybridOptimizer, OptimizerSpec, build_optimizer
+from src.mup.optim import HybridOptimizer, OptimizerSpec, build_optimizer, optimizer_rule
 from src.preflight import preflight
 from src.mup.plan import Parametrization, build_model, make_plan
 from src.mup.shapes import Role, RoleError, infer_roles
@@ -275,7 +275,7 @@ ROWS = {
     "adafactor": (1 / 2, 2, (1 / 64, 1 / 2), 1),
     "muon": (1, 1, None, 1),  # the vectors go to the AdamW rest
     "muon_kimi": (1 / 2, 2, None, 1),
-    "soap": (1, 1, 1, 1),  # its Adam ε is a base HP
+    "soap": (1 / 4, 4, 1 / 8, 1),  # Adam in a rotated basis: the sign-like row, Adam's ε (its vectors: Adam)
     "shampoo": (1, 1, 1 / 4, 2),  # ε/r_L²; decoupled decay: λ; it preconditions vectors itself: η·√r_n
     "shampoo_grafted": (1 / 4, 4, None, 1),  # RMSprop graft: the sign-like row (WD λ·r_n); ε not per group
 }
@@ -338,3 +338,33 @@ def test_the_config_path_gives_the_core_api_plan():
 
     cfg = make_config(*COMPLETEP, "model.width=128", "model.depth=4", "optimizer=muon")
     assert assemble(cfg, {"vocab_size": 256}).to_dict() == core_plan(128, 4, optimizer="muon").to_dict()
+
+
+
+def _width_slope(cls, **kwargs):
+    """d log ‖ΔW‖_op / d log n of one n × n matrix after 4 steps of a regression on fresh batches of
+    16 rows (a stochastic gradient, as in training), n = 32 → 128."""
+    def movement(width):
+        gen = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(width, width, generator=gen) / width ** 0.5)
+        target, start = torch.randn(width, width, generator=gen) / width ** 0.5, w.detach().clone()
+        opt = cls([w], lr=1e-3, weight_decay=0.0, **kwargs)
+        for _ in range(4):
+            x = torch.randn(16, width, generator=gen)
+            opt.zero_grad()
+            ((x @ (w - target).T) ** 2).mean().backward()
+            opt.step()
+        return torch.linalg.matrix_norm(w.detach() - start, 2).item()
+    return math.log(movement(128) / movement(32)) / math.log(4)
+
+
+def test_soap_updates_scale_like_adamw_not_like_shampoo():
+    """SOAP is Adam in Shampoo's eigenbasis: on stochastic gradients its update's spectral norm grows
+    with width as AdamW's does (the sign-like row), not flat as Shampoo's UVᵀ (the paper's row for it)."""
+    import pytorch_optimizer as po
+
+    soap = _width_slope(po.SOAP, precondition_frequency=1)
+    adamw, shampoo = _width_slope(torch.optim.AdamW), _width_slope(po.Shampoo, preconditioning_compute_steps=1)
+    assert abs(soap - adamw) < 0.25 and soap - shampoo > 0.6, (soap, adamw, shampoo)
+    assert optimizer_rule(OptimizerSpec(po.SOAP, 1e-3)).family == "sign"
+    assert optimizer_rule(OptimizerSpec(po.Shampoo, 1e-3)).family == "orthogonal"

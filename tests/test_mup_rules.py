@@ -32,7 +32,7 @@ K2 = {
         "wd": {"input": P(), "hidden": P(1), "output": P(), "bias": P()},
         "eps": {"input": P(-1), "hidden": P(-1, -1), "output": P(-1), "bias": P(-1, -1)},
     },
-    ("Muon/SOAP", "orthogonal", "base", False): {
+    ("Muon/Shampoo", "orthogonal", "base", False): {
         "lr": {"input": P(HALF), "hidden": P(), "output": P(HALF)},
         "wd": {"input": P(-HALF), "hidden": P(), "output": P(-HALF)},
     },

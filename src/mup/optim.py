@@ -95,8 +95,12 @@ def _pytorch_optimizer_rules() -> Rules:
 
     return {
         po.Lion: lambda spec: OptimizerRule("sign", decay=_decay(spec, "weight_decouple", True)),
-        po.SOAP: lambda spec: OptimizerRule(  # its Adam ε is a base HP (not in the tables)
-            "orthogonal", "base", "eps", vector_family="orthogonal" if spec.kwargs.get("precondition_1d") else None),
+        # SOAP is Adam in a rotated basis, and a rotation keeps both the spectral norm of Adam's dense
+        # Θ(1)-entry direction and the RMS of the gradient its ε is added to: the sign-like row, Adam's ε
+        # (vectors too, preconditioned or not). The paper's orthogonal row holds only in the eigenbasis of
+        # the current gradient with exact zeros off its diagonal; measured, SOAP's hidden update grows
+        # like AdamW's with width (experiments/coord_check/update_scale.py).
+        po.SOAP: OptimizerRule("sign", "adam", "eps"),
         # Shampoo preconditions 1-D parameters itself (update RMS ∝ n^-½): vectors follow the orthogonal
         # rule. Without weight_decouple it adds λW to the gradient before preconditioning (L2).
         po.Shampoo: lambda spec: OptimizerRule(
