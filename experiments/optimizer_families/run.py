@@ -3,7 +3,7 @@ table of intervals and verdicts.
 
     python experiments/optimizer_families/run.py                    # every family (hours; resumable)
     python experiments/optimizer_families/run.py --families adamw lion
-    python experiments/optimizer_families/run.py --table            # the table from what has run
+    python experiments/optimizer_families/run.py --table            # the table from the committed records
 
 Per family, two stages, each a ``python -m src.run experiment=gpt2_optimizer_families`` multirun into
 ``outputs/gpt2_optimizer_families/<family>`` that restores and archives its finished jobs in
@@ -22,13 +22,16 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from src.sweeps import archive  # noqa: E402
 from src.sweeps.collect import points, records  # noqa: E402
+from src.sweeps.report import transfer_of  # noqa: E402
 from src.sweeps.transfer import build_curves  # noqa: E402
 
 FAMILIES = ["adamw", "lion", "sgd", "muon", "muon_kimi", "adafactor", "soap", "shampoo_grafted"]
@@ -82,15 +85,23 @@ def _cell(entry: dict, size: str) -> str:
     return f"{x:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and all(map(math.isfinite, ci)) else "")
 
 
+def transfer(family: str) -> dict | None:
+    """The family's transfer analysis from its committed records alone (restored into a scratch dir),
+    so the table is the same on a fresh clone as beside the running study; None: no records yet."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if not archive.restore(HERE / "records" / f"{family}.jsonl.gz", Path(scratch)):
+            return None
+        return json.loads(json.dumps(transfer_of(Path(scratch))[3], allow_nan=True))  # as transfer.json reads
+
+
 def table() -> str:
-    """One row per family, arm and axis from every family's transfer.json."""
+    """One row per family, arm and axis from every family's records."""
     lines = ["| family | arm | axis | log2 η* per size [95% interval] | drift (oct) | slope | regret | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for family in FAMILIES:
-        path = sweep_dir(family) / "transfer.json"
-        if not path.exists():
+        if (analysis := transfer(family)) is None:
             continue
-        for a in json.loads(path.read_text())["arms"]:
+        for a in analysis["arms"]:
             sizes = [str(s) for s in a["sizes"]]
             fmt = lambda v, ci: "–" if v is None else f"{v:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")  # noqa: E731
             lines.append(f"| {family} | {a['arm'].split('/')[0]} | {a['axis']} {sizes[0]}→{sizes[-1]} | "
@@ -103,7 +114,7 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
-    parser.add_argument("--table", action="store_true", help="only write table.md from the finished sweeps")
+    parser.add_argument("--table", action="store_true", help="only write table.md from the committed records")
     args = parser.parse_args()
     if not args.table:
         for family in args.families:
