@@ -73,6 +73,14 @@ def test_sweep_cost_resolves_twins_and_takes_the_documented_ratios():
     assert b["proxy_search"] == {"flops": 10, "wall_time_s": 1.0}  # its twin costs what its first job cost
 
 
+def test_an_axis_held_at_its_base_size_gets_no_cost_rows():
+    recs = [_rec("a32", 10, 1.0), _rec("a64", 40, 4.0)]
+    pts = [_pt("a32", "A", 32), _pt("a64", "A", 64), {**_pt("a32", "A", 4), "axis": "depth"}]
+    cost = sweep_cost(recs, pts, {"width": 32, "depth": 4})
+    assert [(r["axis"], r["size"]) for r in cost["per_size"]] == [("width", 32), ("width", 64)]
+    assert [(r["arm"], r["axis"]) for r in cost["per_arm"]] == [("A", "width")]
+
+
 def test_a_record_without_a_count_makes_its_flop_sums_unknown():
     recs = [_rec("a32", None, 1.0), _rec("a64", 40, 4.0)]
     cost = sweep_cost(recs, [_pt("a32", "A", 32), _pt("a64", "A", 64)], {"width": 32})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 UNITS = ("flops", "wall_time_s")
@@ -53,8 +53,9 @@ def sweep_cost(recs: list[dict[str, Any]], pts: list[dict[str, Any]], base: dict
         if p["trained_dir"] in trained:
             sizes[(p["axis"], p["size"])].add(p["trained_dir"])
             arms[(p["arm"], p["axis"])][p["size"]].append(p)
+    swept = Counter(axis for axis, _ in sizes)  # an axis held at its base size (one size) is not listed
     per_size = [{"axis": axis, "size": size, "jobs": len(dirs), **_sum([trained[d] for d in sorted(dirs)])}
-                for (axis, size), dirs in sorted(sizes.items())]
+                for (axis, size), dirs in sorted(sizes.items()) if swept[axis] > 1]
     per_arm = []
     for (arm, axis), by_size in arms.items():
         if len(by_size) < 2:
