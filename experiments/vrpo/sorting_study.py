@@ -5,7 +5,11 @@
     .venv/bin/python experiments/vrpo/sorting_study.py --seeds 0 --lrs 1e-4 -- steps=20   # overrides after --
 
 Stages, each run a ``python -m src.run`` into its own dir under ``--root`` (a dir that holds a record
-is kept, so a relaunch continues):
+is kept, so a relaunch continues). Every finished run's record and answers (a few KB, never weights)
+are copied to ``--records`` (committed), and a relaunch restores them first, so the same command on a
+fresh clone continues the study. A preference run still to train needs its SFT run's weights; where
+only the SFT record was restored, the SFT run is trained again (a run is a pure function of its config
+and seed on CPU) and must reproduce its recorded held-out loss.
 
 1. SFT on ``data=sorting`` for every seed (the ``llada_sft`` recipe, 1200 steps).
 2. The search, seed 0 only: every method over its grid (LR, and β for the DPO methods), scored by
@@ -28,11 +32,18 @@ import argparse
 import json
 import math
 import statistics
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from src.records import last_checkpoint  # noqa: E402
+
+RECORDS = ROOT / "experiments" / "vrpo" / "sorting_records"
+KEPT = ("config.yaml", "metrics.json", "answers_T0.json", "answers_T1.json")  # what a relaunch needs of a run
 SEEDS = (0, 1, 2)
 SFT = ["experiment=llada_sft", "data=sorting", "steps=1200", "val_every=600", "ckpt_every=1200"]
 PREFERENCE = ["experiment=llada_vrpo", "data.max_length=72", "steps=300"]
@@ -71,12 +82,63 @@ def launch(run_dir: Path, args: list[str], extra: list[str]) -> Path:
     return run_dir
 
 
-def preference(root: Path, method: str, hp: dict[str, float], seed: int, extra: list[str]) -> Path:
+def restore(root: Path, records: Path) -> None:
+    """Copy every archived run (and the search's selection) into ``root`` where ``root`` has none."""
+    if (records / "selected.json").exists() and not (root / "selected.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(records / "selected.json", root / "selected.json")
+    for record in sorted(records.rglob("metrics.json")):
+        run_dir = root / record.parent.relative_to(records)
+        if not (run_dir / "metrics.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for name in KEPT:
+                if (record.parent / name).exists():
+                    shutil.copy2(record.parent / name, run_dir / name)
+
+
+def archive(run_dir: Path, root: Path, records: Path) -> None:
+    """Copy a finished run's ``KEPT`` files to ``records`` under its path in ``root``."""
+    target = records / run_dir.relative_to(root)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, target / name)
+
+
+def final_loss(run_dir: Path) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]["final"]["val/loss"]
+
+
+def sft_run(root: Path, seed: int, extra: list[str], records: Path, weights: bool = False) -> Path:
+    """The SFT run of ``seed``, trained unless it has a record, or (``weights``) unless its weights are
+    here. Trained again where only its record was restored, it must reproduce the recorded loss."""
+    run_dir = root / "sft" / f"seed{seed}"
+    recorded = None
+    if weights and (run_dir / "metrics.json").exists() and not last_checkpoint(run_dir).exists():
+        recorded = final_loss(run_dir)
+        for name in ("config.yaml", "metrics.json"):  # copies of the archive's; the answers are kept
+            (run_dir / name).unlink(missing_ok=True)
+    launch(run_dir, [*SFT, f"seed={seed}"], extra)
+    if recorded is not None and final_loss(run_dir) != recorded:
+        raise SystemExit(f"{run_dir}: trained again, val/loss {final_loss(run_dir)!r} against the recorded "
+                         f"{recorded!r}: the run does not reproduce on this machine (remove its seed's runs "
+                         f"from {records} to run that seed afresh)")
+    archive(run_dir, root, records)
+    return run_dir
+
+
+def preference(root: Path, method: str, hp: dict[str, float], seed: int, extra: list[str], sft_extra: list[str],
+               records: Path) -> Path:
     """One preference run from the SFT run of its seed, on ``extra``'s data.prompts × data.samples."""
+    run_dir = root / run_name(method, hp) / f"seed{seed}"
     sft = root / "sft" / f"seed{seed}"
+    if not (run_dir / "metrics.json").exists():
+        sft_run(root, seed, sft_extra, records, weights=True)
     args = [*PREFERENCE, *METHODS[method], f"seed={seed}", f"init_from={sft}", f"optimizer.lr={hp['lr']}",
             *([f"task.beta={hp['beta']}"] if "beta" in hp else [])]
-    return launch(root / run_name(method, hp) / f"seed{seed}", args, extra)
+    launch(run_dir, args, extra)
+    archive(run_dir, root, records)
+    return run_dir
 
 
 def half(run_dir: Path, temperature: float, parity: int) -> float:
@@ -94,19 +156,21 @@ def selected(root: Path, hps: list[dict[str, float]], seed: int, method: str) ->
 
 
 def run_all(root: Path, extra: list[str], seeds=SEEDS, lrs=LRS, betas=BETAS,
-            pairs: tuple[int, int] = (2048, 4)) -> None:
+            pairs: tuple[int, int] = (2048, 4), records: Path = RECORDS) -> None:
     """Every stage; ``pairs``: the training prompts sampled from each SFT run and the answers per prompt."""
+    restore(root, records)
     for seed in seeds:
-        launch(root / "sft" / f"seed{seed}", [*SFT, f"seed={seed}"], extra)
-    extra = [*extra, f"data.prompts={pairs[0]}", f"data.samples={pairs[1]}"]
+        sft_run(root, seed, extra, records)
+    pref_extra = [*extra, f"data.prompts={pairs[0]}", f"data.samples={pairs[1]}"]
     for method in METHODS:
         for hp in grid(method, lrs, betas):
-            preference(root, method, hp, seeds[0], extra)
+            preference(root, method, hp, seeds[0], pref_extra, extra, records)
     choice = {method: selected(root, grid(method, lrs, betas), seeds[0], method) for method in METHODS}
-    (root / "selected.json").write_text(json.dumps({"seeds": list(seeds), "methods": choice}, indent=1))
+    for path in (root, records):
+        (path / "selected.json").write_text(json.dumps({"seeds": list(seeds), "methods": choice}, indent=1))
     for seed in seeds[1:]:
         for method, hp in choice.items():
-            preference(root, method, hp, seed, extra)
+            preference(root, method, hp, seed, pref_extra, extra, records)
 
 
 def metrics(run_dir: Path) -> dict[str, float]:
@@ -163,6 +227,7 @@ def table(root: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "vrpo_sorting_study")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the committed copy of every finished run")
     parser.add_argument("--table", action="store_true", help="only write the table from finished runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="the first is the search seed")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
@@ -173,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.table:
         run_all(args.root, args.overrides, tuple(args.seeds), tuple(args.lrs), tuple(args.betas),
-                (args.prompts, args.samples))
+                (args.prompts, args.samples), args.records)
+    else:
+        restore(args.root, args.records)
     text = table(args.root)
     (args.root / "sorting_study.md").write_text(text)
     print(text)
