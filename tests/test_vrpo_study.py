@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -18,7 +19,8 @@ spec.loader.exec_module(study)
 
 def _run(path, greedy_rows, sampled_rows, final=None):
     path.mkdir(parents=True)
-    (path / "metrics.json").write_text(json.dumps({"metrics": {"final": final or {}}}))
+    (path / "config.yaml").write_text("seed: 0\n")
+    (path / "metrics.json").write_text(json.dumps({"status": "ok", "metrics": {"final": final or {}}}))
     (path / "answers_T0.json").write_text(json.dumps({"draws": 1, "row_hits": greedy_rows}))
     (path / "answers_T1.json").write_text(json.dumps({"draws": 2, "row_hits": sampled_rows}))
 
@@ -51,14 +53,15 @@ def test_selection_uses_even_rows_and_the_table_reports_odd_rows_with_paired_int
 
 
 def _fake_launch(calls, loss):
-    """``launch`` without training: a run dir without a record gets one (final val/loss ``loss``), its
-    weights and, where missing, its answers."""
+    """``launch`` without training: a dir without a finished run gets one (final val/loss ``loss``), its
+    weights and, where missing, its answers; ``calls`` gets (run dir, args, extra)."""
     def launch(run_dir, args, extra):
-        if not (run_dir / "metrics.json").exists():
-            calls.append(run_dir)
+        if not study.finished(run_dir):
+            calls.append((run_dir, args, extra))
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (run_dir / "checkpoints" / "last.ckpt").write_text("weights")
-            (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"final": {"val/loss": loss}}}))
+            torch.save({"step": 1}, run_dir / "checkpoints" / "last.ckpt")
+            record = {"status": "ok", "config_hash": f"hash-{run_dir.parent.name}", "metrics": {"final": {"val/loss": loss}}}
+            (run_dir / "metrics.json").write_text(json.dumps(record))
             (run_dir / "config.yaml").write_text("seed: 0\n")
             for t in (0, 1):
                 if not (run_dir / f"answers_T{t}.json").exists():
@@ -72,26 +75,55 @@ def test_a_fresh_clone_continues_from_the_archived_records_and_retrains_only_the
     calls, records, first, fresh = [], tmp_path / "records", tmp_path / "machine1", tmp_path / "machine2"
     monkeypatch.setattr(study, "launch", _fake_launch(calls, 0.25))
     hp = {"lr": 1e-4, "beta": 0.1}
-    study.sft_run(first, 0, [], records)
-    study.preference(first, "vrpo", hp, 0, [], [], records)
-    assert calls == [first / "sft" / "seed0", first / "vrpo-lr0.0001-beta0.1" / "seed0"]
-    assert not (records / "sft" / "seed0" / "checkpoints").exists()  # records and answers, never weights
-    assert sorted(p.name for p in (records / "sft" / "seed0").iterdir()) == sorted(study.KEPT)
+    study.sft_run(first, 0, ["model.width=8"], records)
+    study.preference(first, "vrpo", hp, 0, ["data.prompts=4"], ["model.width=8"], records)
+    sft, vrpo = first / "sft" / "seed0", first / "vrpo-lr0.0001-beta0.1" / "seed0"
+    assert [c[0] for c in calls] == [sft, vrpo]
+    assert calls[0][1:] == ([*study.SFT, "seed=0"], ["model.width=8"])
+    assert f"init_from={sft}" in calls[1][1] and "task.beta=0.1" in calls[1][1] and calls[1][2] == ["data.prompts=4"]
+    assert sorted(p.name for p in (records / "sft" / "seed0").iterdir()) == sorted(study.KEPT)  # never weights
 
     calls.clear()
     study.restore(fresh, records)
-    study.sft_run(fresh, 0, [], records)  # its record is here: not trained
+    study.sft_run(fresh, 0, [], records)  # finished on machine 1: not trained
     study.preference(fresh, "vrpo", hp, 0, [], [], records)  # finished on machine 1: not trained
     assert calls == []
-    study.preference(fresh, "naive_dpo", hp, 0, [], [], records)  # new: needs the SFT weights
-    assert calls == [fresh / "sft" / "seed0", fresh / "naive_dpo-lr0.0001-beta0.1" / "seed0"]
-    assert (records / "naive_dpo-lr0.0001-beta0.1" / "seed0" / "metrics.json").exists()
+    study.preference(fresh, "naive_dpo", hp, 0, [], ["model.width=8"], records)  # new: needs the SFT weights
+    assert [(c[0], c[2]) for c in calls] == [(fresh / "sft" / "seed0", ["model.width=8"]),
+                                              (fresh / "naive_dpo-lr0.0001-beta0.1" / "seed0", [])]
+    assert study.finished(records / "naive_dpo-lr0.0001-beta0.1" / "seed0")
 
-    other = tmp_path / "machine3"
+
+def test_an_sft_run_that_does_not_reproduce_stops_the_driver_and_leaves_the_records_alone(tmp_path, monkeypatch):
+    records, first, other = tmp_path / "records", tmp_path / "machine1", tmp_path / "machine2"
+    monkeypatch.setattr(study, "launch", _fake_launch([], 0.25))
+    study.sft_run(first, 0, [], records)
+    committed = (records / "sft" / "seed0" / "metrics.json").read_text()
     study.restore(other, records)
     monkeypatch.setattr(study, "launch", _fake_launch([], 0.26))  # this machine's SFT comes out different
-    with pytest.raises(SystemExit, match="does not reproduce"):
-        study.preference(other, "sft_chosen", {"lr": 1e-4}, 0, [], [], records)
+    for _ in range(2):  # a plain relaunch stops again: the new run is aside, the archived record back
+        with pytest.raises(SystemExit, match="does not reproduce"):
+            study.preference(other, "sft_chosen", {"lr": 1e-4}, 0, [], [], records)
+        assert (records / "sft" / "seed0" / "metrics.json").read_text() == committed
+        assert (other / "sft" / "seed0" / "metrics.json").read_text() == committed
+        assert (other / "sft" / "seed0.not-reproduced" / "checkpoints" / "last.ckpt").exists()
+    assert not (other / "sft_chosen-lr0.0001").exists()
+
+
+def test_an_interrupted_run_is_continued_not_counted_or_archived(tmp_path, monkeypatch):
+    records, root = tmp_path / "records", tmp_path / "root"
+    run_dir = root / "sft" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "config_hash": "h"}))
+    assert not study.finished(run_dir)
+    study.archive(run_dir, root, records)
+    assert not (records / "sft").exists()
+    commands = []
+    monkeypatch.setattr(study.subprocess, "run", lambda command, **kw: commands.append(command) or
+                        type("Done", (), {"returncode": 0})())
+    with pytest.raises(SystemExit, match="did not finish"):  # the (fake) run exits 0 but is still unfinished
+        study.launch(run_dir, ["steps=5"], [])
+    assert commands[0][-2:] == ["resume=auto", f"hydra.run.dir={run_dir}"]
 
 
 def test_the_table_is_made_from_the_archived_records_alone(tmp_path):

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from src.records import last_checkpoint  # noqa: E402
+from src.records import read_record, resumable_checkpoint  # noqa: E402
 
 RECORDS = ROOT / "experiments" / "vrpo" / "sorting_records"
 KEPT = ("config.yaml", "metrics.json", "answers_T0.json", "answers_T1.json")  # what a relaunch needs of a run
@@ -68,13 +68,20 @@ def run_name(method: str, hp: dict[str, float]) -> str:
     return "-".join([method, *(f"{k}{v:g}" for k, v in hp.items())])
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (not an interrupted or failed one)."""
+    record = read_record(run_dir)
+    return record is not None and record["status"] in ("ok", "diverged")
+
+
 def launch(run_dir: Path, args: list[str], extra: list[str]) -> Path:
-    """Train into ``run_dir`` unless it holds a record; then its greedy and T = 1 answers."""
-    if not (run_dir / "metrics.json").exists():
-        command = [sys.executable, "-m", "src.run", *args, *extra, f"hydra.run.dir={run_dir}"]
+    """Train into ``run_dir`` unless it holds a finished run (``resume=auto`` continues an interrupted
+    one from its checkpoint); then its greedy and T = 1 answers."""
+    if not finished(run_dir):
+        command = [sys.executable, "-m", "src.run", *args, *extra, "resume=auto", f"hydra.run.dir={run_dir}"]
         print("+", " ".join(command[1:]), flush=True)
-        if subprocess.run(command, cwd=ROOT).returncode != 0:
-            raise SystemExit(f"{run_dir}: the run failed")
+        if subprocess.run(command, cwd=ROOT).returncode != 0 or not finished(run_dir):
+            raise SystemExit(f"{run_dir}: the run did not finish")
     for temperature, draws in ((0, 1), (1, 2)):
         if not (run_dir / f"answers_T{temperature:g}.json").exists():
             subprocess.run([sys.executable, "-m", "src.eval.answers", str(run_dir), "--temperature", str(temperature),
@@ -89,41 +96,50 @@ def restore(root: Path, records: Path) -> None:
         shutil.copy2(records / "selected.json", root / "selected.json")
     for record in sorted(records.rglob("metrics.json")):
         run_dir = root / record.parent.relative_to(records)
-        if not (run_dir / "metrics.json").exists():
+        if all((record.parent / name).exists() for name in KEPT) and not (run_dir / "metrics.json").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             for name in KEPT:
-                if (record.parent / name).exists():
-                    shutil.copy2(record.parent / name, run_dir / name)
+                shutil.copy2(record.parent / name, run_dir / name)
 
 
 def archive(run_dir: Path, root: Path, records: Path) -> None:
-    """Copy a finished run's ``KEPT`` files to ``records`` under its path in ``root``."""
+    """Copy a finished run's ``KEPT`` files to ``records`` under its path in ``root``; an archived
+    record is never replaced."""
     target = records / run_dir.relative_to(root)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
-        if (run_dir / name).exists():
+    if finished(run_dir) and not (target / "metrics.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
             shutil.copy2(run_dir / name, target / name)
 
 
-def final_loss(run_dir: Path) -> float:
-    return json.loads((run_dir / "metrics.json").read_text())["metrics"]["final"]["val/loss"]
+def _identity(record: dict) -> tuple[str, float]:
+    """What a retrained run must reproduce: its config hash (the preference runs' hashes hold it,
+    through ``init_from``) and its final held-out loss."""
+    return record["config_hash"], record["metrics"]["final"]["val/loss"]
 
 
 def sft_run(root: Path, seed: int, extra: list[str], records: Path, weights: bool = False) -> Path:
-    """The SFT run of ``seed``, trained unless it has a record, or (``weights``) unless its weights are
-    here. Trained again where only its record was restored, it must reproduce the recorded loss."""
+    """The SFT run of ``seed``: trained unless it has finished here. With ``weights`` (a preference
+    run is about to start from it), a restored record without its checkpoint is trained again and
+    must reproduce ``_identity``; if it does not, the new run is moved aside, the archived record put
+    back, and the driver stops."""
     run_dir = root / "sft" / f"seed{seed}"
-    recorded = None
-    if weights and (run_dir / "metrics.json").exists() and not last_checkpoint(run_dir).exists():
-        recorded = final_loss(run_dir)
-        for name in ("config.yaml", "metrics.json"):  # copies of the archive's; the answers are kept
-            (run_dir / name).unlink(missing_ok=True)
+    if not (weights and finished(run_dir) and resumable_checkpoint(run_dir) is None):
+        launch(run_dir, [*SFT, f"seed={seed}"], extra)
+        archive(run_dir, root, records)
+        return run_dir
+    recorded = _identity(read_record(run_dir))
+    for name in ("config.yaml", "metrics.json"):  # copies of the archive's; its answers are kept
+        (run_dir / name).unlink()
     launch(run_dir, [*SFT, f"seed={seed}"], extra)
-    if recorded is not None and final_loss(run_dir) != recorded:
-        raise SystemExit(f"{run_dir}: trained again, val/loss {final_loss(run_dir)!r} against the recorded "
-                         f"{recorded!r}: the run does not reproduce on this machine (remove its seed's runs "
-                         f"from {records} to run that seed afresh)")
-    archive(run_dir, root, records)
+    if (again := _identity(read_record(run_dir))) != recorded:
+        aside = run_dir.with_name(f"{run_dir.name}.not-reproduced")
+        shutil.rmtree(aside, ignore_errors=True)
+        run_dir.rename(aside)
+        restore(root, records)
+        raise SystemExit(f"{run_dir}: trained again, (config hash, val/loss) {again} against the recorded "
+                         f"{recorded}: the run does not reproduce on this machine (new run in {aside}; remove "
+                         f"its seed's runs from {records} to run that seed afresh)")
     return run_dir
 
 
@@ -132,7 +148,7 @@ def preference(root: Path, method: str, hp: dict[str, float], seed: int, extra: 
     """One preference run from the SFT run of its seed, on ``extra``'s data.prompts × data.samples."""
     run_dir = root / run_name(method, hp) / f"seed{seed}"
     sft = root / "sft" / f"seed{seed}"
-    if not (run_dir / "metrics.json").exists():
+    if not finished(run_dir):
         sft_run(root, seed, sft_extra, records, weights=True)
     args = [*PREFERENCE, *METHODS[method], f"seed={seed}", f"init_from={sft}", f"optimizer.lr={hp['lr']}",
             *([f"task.beta={hp['beta']}"] if "beta" in hp else [])]

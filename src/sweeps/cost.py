@@ -5,7 +5,8 @@ src/training/flops.py) and wall time (``wall_time_s``: start-up, data, evaluatio
 well as compute; on small models these dominate, and FLOPs do not see them). A record without a
 count (written before counting existed) makes every FLOP sum it enters unknown (None).
 
-* **Per size** (of each axis): the jobs trained there and their summed cost, a twin counted once.
+* **Per size** (of each axis with jobs trained at two sizes or more; the base size alone is not an
+  axis): the jobs trained there and their summed cost, a twin counted once.
 * **Per arm and axis**, as if the arm were swept alone (a twin costs what its first job cost):
   the proxy search C_proxy = the cost of every job of the arm at the reference size s_ref; one
   target run C_run = the median cost of the arm's finished (not diverged) jobs at the largest size;
@@ -53,7 +54,7 @@ def sweep_cost(recs: list[dict[str, Any]], pts: list[dict[str, Any]], base: dict
         if p["trained_dir"] in trained:
             sizes[(p["axis"], p["size"])].add(p["trained_dir"])
             arms[(p["arm"], p["axis"])][p["size"]].append(p)
-    swept = Counter(axis for axis, _ in sizes)  # an axis held at its base size (one size) is not listed
+    swept = Counter(axis for axis, _ in sizes)  # sizes trained per axis
     per_size = [{"axis": axis, "size": size, "jobs": len(dirs), **_sum([trained[d] for d in sorted(dirs)])}
                 for (axis, size), dirs in sorted(sizes.items()) if swept[axis] > 1]
     per_arm = []
