@@ -3,7 +3,7 @@
 The plan picks each optimizer's LR rule from the scale of its raw update direction A on a hidden
 n × n matrix, in the RMS→RMS norm ‖A‖_R = √(n_in/n_out)·‖A‖_op (docs/mup.md, "Families"): Θ(n)
 for a sign-like update (AdamW, Lion, Adafactor), Θ(1) for an orthogonalized one (Muon, Shampoo:
-UVᵀ), Θ(√n) for Muon-Kimi. This script trains GPT-2 (depth 2, SP: one LR for every tensor, so
+UVᵀ), Θ(√n) for Muon-Kimi. This script trains GPT-2 (depth 2, untied readout, SP: one LR for every tensor, so
 nothing rescales A) for a few steps at widths 64, 128, 256 with each optimizer exactly as
 ``conf/optimizer/<name>.yaml`` ships it, and prints ‖W_t − W_0‖_R / η averaged over the hidden
 matrices, its slope in log n (1: sign-like, ½: Kimi, 0: orthogonal) and the family the rule in
@@ -11,12 +11,14 @@ src/mup/optim.py assigns.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python experiments/coord_check/update_scale.py \
         [adamw soap shampoo muon ...]        # conf/optimizer names; default: every normalized family
-        [--text --per-step --steps 10 100 300 --lr 0.004]
+        [--arm mup --text --per-step --window 10 --steps 10 100 300 --lr 0.004]
 
 By default the movement since initialisation on one fixed batch of random tokens (the first steps of
 training). ``--text`` trains on fresh windows of the standard library's source (bytes) instead, and
 ``--per-step`` measures the step itself, ‖W_t − W_(t−1)‖_R / η, which is what the spectral condition
-constrains, so that a long run shows whether the exponent of the early steps lasts.
+constrains, so that a long run shows whether the exponent of the early steps lasts. ``--arm mup``
+trains under μP (base width 64) and divides each matrix's movement by its own LR, so that a family
+can run at its optimum at every width and the ratio still has the raw update's exponent.
 """
 
 from __future__ import annotations
@@ -62,24 +64,28 @@ def batches(text: torch.Tensor | None, steps: int):
         yield torch.stack([text[i:i + SEQ + 1] for i in starts.tolist()])
 
 
-def _scale(params: dict[str, torch.Tensor], start: dict[str, torch.Tensor], lr: float) -> float:
-    """Mean over the matrices in ``start`` of ‖W − W_start‖_R / η."""
-    norms = [torch.linalg.matrix_norm(params[n].detach() - w, 2).item() * math.sqrt(w.shape[1] / w.shape[0])
+def _scale(params: dict[str, torch.Tensor], start: dict[str, torch.Tensor], lrs: dict[str, float]) -> float:
+    """Mean over the matrices in ``start`` of ‖W − W_start‖_R / η_W (each matrix's own LR)."""
+    norms = [torch.linalg.matrix_norm(params[n].detach() - w, 2).item() * math.sqrt(w.shape[1] / w.shape[0]) / lrs[n]
              for n, w in start.items()]
-    return sum(norms) / len(norms) / lr
+    return sum(norms) / len(norms)
 
 
 def movement(name: str, width: int, steps=STEPS, lr: float = LR, text: torch.Tensor | None = None,
-             per_step: bool = False, window: int = 1, seed: int = 0) -> dict[int, float]:
-    """Mean over hidden matrices of ‖W_t − W_0‖_R / η at ``steps``; ``per_step``: of ‖W_t − W_(t−1)‖_R / η,
-    averaged over the ``window`` steps ending at t."""
+             per_step: bool = False, window: int = 1, arm: str = "sp", seed: int = 0) -> dict[int, float]:
+    """Mean over hidden matrices of ‖W_t − W_0‖_R / η_W at ``steps``; ``per_step``: of
+    ‖W_t − W_(t−1)‖_R / η_W, averaged over the ``window`` steps ending at t. η_W is the matrix's own LR
+    (``arm`` ``mup``: η/r_n or the family's row, base width the smallest of WIDTHS), so the ratio has the
+    raw update's exponent under either arm; μP keeps a near-optimal LR stable at every width."""
     torch.manual_seed(seed)
     vocab = 64 if text is None else 256
-    factory = functools.partial(GPT2, vocab_size=vocab, head_dim=16, max_seq_len=SEQ)
+    factory = functools.partial(GPT2, vocab_size=vocab, head_dim=16, max_seq_len=SEQ, tie_head=False)  # μP unties it
     spec = optimizer_spec(compose_option("optimizer", name), lr=lr)
-    model, optimizer, plan = mup.setup(factory, width, 2, mup.Parametrization.named("sp"), spec)
+    parametrization = mup.Parametrization.named(arm, base_width=WIDTHS[0], base_depth=2)
+    model, optimizer, plan = mup.setup(factory, width, 2, parametrization, spec)
     params = dict(model.named_parameters())
-    hidden = [row.name for row in plan.rows if row.group.endswith("hidden") and params[row.name].ndim == 2]
+    rows = {row.name: row for row in plan.rows if row.group.endswith("hidden") and params[row.name].ndim == 2}
+    hidden, lrs = list(rows), {n: lr * row.lr_mult for n, row in rows.items()}
     start = {n: params[n].detach().clone() for n in hidden}
     measured = {t - k for t in steps for k in range(window)} if per_step else set(steps)
     out, scales = {}, {}
@@ -92,7 +98,7 @@ def movement(name: str, width: int, steps=STEPS, lr: float = LR, text: torch.Ten
         loss.backward()
         optimizer.step()
         if step in measured:
-            scales[step] = _scale(params, start, lr)
+            scales[step] = _scale(params, start, lrs)
         if step in steps:
             out[step] = sum(scales[step - k] for k in range(window if per_step else 1)) / (window if per_step else 1)
     return out
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text", action="store_true", help="fresh windows of stdlib source, not one random batch")
     parser.add_argument("--per-step", action="store_true", help="the step's own update, not the movement since init")
     parser.add_argument("--window", type=int, default=1, help="--per-step: averaged over this many steps ending at t")
+    parser.add_argument("--arm", choices=("sp", "mup"), default="sp", help="the parametrization trained")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     text = text_bytes() if args.text else None
@@ -113,12 +120,12 @@ def main(argv: list[str] | None = None) -> None:
             else "‖W_t − W_0‖_R / η")
     data = "fresh stdlib-source windows" if args.text else "one fixed random batch"
     print(f"{what} of the hidden matrices at widths {', '.join(map(str, WIDTHS))} "
-          f"(GPT-2 depth 2, SP, η = {args.lr:g}, {data})")
+          f"(GPT-2 depth 2, {args.arm}, η = {args.lr:g}, {data})")
     print("| optimizer | rule's family (slope) | step | " + " | ".join(f"w{w}" for w in WIDTHS) + " | slope |")
     print("|---|---|---|" + "---|" * len(WIDTHS) + "---|")
     for name in args.names:
         family = optimizer_rule(optimizer_spec(compose_option("optimizer", name), lr=args.lr)).family
-        by_width = {w: movement(name, w, args.steps, args.lr, text, args.per_step, args.window) for w in WIDTHS}
+        by_width = {w: movement(name, w, args.steps, args.lr, text, args.per_step, args.window, args.arm) for w in WIDTHS}
         for step in args.steps:
             v = [by_width[w][step] for w in WIDTHS]
             slope = math.log(v[-1] / v[0]) / math.log(WIDTHS[-1] / WIDTHS[0])
