@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.data.images import DigitsData
-from src.eval.images import FeatureNet, class_accuracy, classifier, frechet_distance, save_grid
+from src.eval.images import FeatureNet, class_accuracy, classifier, frechet_distance, save_grid, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +49,24 @@ def test_sample_grid_png(tmp_path):
 
     save_grid(torch.rand(20, 1, 8, 8) * 2 - 1, tmp_path / "grid.png", nrow=10)
     assert Image.open(tmp_path / "grid.png").size == (10 * 9 + 1, 2 * 9 + 1)
+
+
+def test_classifier_trains_on_one_thread_whatever_the_callers_count(tmp_path, monkeypatch):
+    """Its weights (hence every Fréchet distance) must not depend on the machine's core count: on two
+    threads a reduction's order differs, and so do the trained weights' last bits."""
+    import src.eval.images as images
+
+    short = lambda train, classes: train_classifier(train, classes, steps=50)  # noqa: E731
+    monkeypatch.setattr(images, "train_classifier", short)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = classifier(DigitsData(), tmp_path)
+        assert torch.get_num_threads() == 2  # the caller's count is restored
+    finally:
+        torch.set_num_threads(threads)
+    data = DigitsData()
+    data.setup()
+    with images.one_thread():
+        reference = short(data.train, data.classes)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), reference.state_dict().values()))

@@ -4,7 +4,8 @@
 when it trained with ``ema_decay``), draws ``per_class`` samples of every class (DDIM or Euler,
 ``steps`` steps, fixed noise, classifier-free guidance scale ``guidance``: 1 = conditional), writes
 the grid and returns the Fréchet distance to the held-out images in the local classifier's features
-and the class-consistency accuracy (``src/eval/images.py``). Sweep jobs compute only the held-out
+and the class-consistency accuracy (``src/eval/images.py``), all on one thread (``one_thread``), so
+the scores do not depend on the machine's core count. Sweep jobs compute only the held-out
 loss; the sweep report calls ``evaluate_sweep`` once per arm and size, for the grid-optimal run.
 
     python -m src.eval.samples <run dir> [--guidance 1.5] [--steps 50] [--per-class 10]
@@ -27,7 +28,7 @@ from src.checkpoints import load_model, parse_run_dir_args
 from src.assemble import instantiate
 from src.diffusion.gaussian import guided
 from src.estimators.timesteps import generator
-from src.eval.images import class_accuracy, classifier, frechet_distance, save_grid
+from src.eval.images import class_accuracy, classifier, frechet_distance, one_thread, save_grid
 from src.records import CONFIG_FILE, last_checkpoint
 
 log = logging.getLogger("src.eval")
@@ -61,10 +62,12 @@ def evaluate_run(run_dir: Path, grid: Path, per_class: int = 10, steps: int = 50
     model, objective, data = load_run(run_dir, checkpoint)
     net = classifier(data, cache_dir)
     labels = torch.arange(data.classes).repeat_interleave(per_class)
-    images = sample(model, objective, labels, steps=steps, guidance=guidance)
+    with one_thread():
+        images = sample(model, objective, labels, steps=steps, guidance=guidance)
+        scores = {"frechet_distance": frechet_distance(net, data.val.x, images),
+                  "class_accuracy": class_accuracy(net, images, labels), "guidance": guidance, "steps": steps}
     save_grid(images, grid, nrow=per_class)
-    return {"frechet_distance": frechet_distance(net, data.val.x, images),
-            "class_accuracy": class_accuracy(net, images, labels), "guidance": guidance, "steps": steps}
+    return scores
 
 
 def evaluate_sweep(sweep_dir: str | Path, transfer: dict[str, Any], per_class: int = 10, steps: int = 50,
