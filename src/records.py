@@ -30,6 +30,9 @@ from typing import Any
 NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resume", "print_plan", "log_every",
                "ckpt_every", "snapshot_every")
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
+# Keys added after records existed: at their neutral value they hash as if absent, so those records
+# keep their hash (a relaunch of a study recognises its finished jobs).
+_ADDED_NEUTRAL = {("parametrization", "init_gain"): 1.0}
 log = logging.getLogger("src.run")
 
 METRICS_FILE = "metrics.json"
@@ -110,6 +113,9 @@ def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return node
 
     scoped = {key: strip(value) for key, value in config.items() if key not in NOT_RESULTS}
+    for (group, key), neutral in _ADDED_NEUTRAL.items():
+        if isinstance(scoped.get(group), dict) and scoped[group].get(key, neutral) == neutral:
+            scoped[group] = {k: v for k, v in scoped[group].items() if k != key}
     if scoped.get("init_from"):
         source = read_record(Path(scoped["init_from"]))
         scoped["init_from"] = {"config_hash": source["config_hash"]} if source else str(scoped["init_from"])

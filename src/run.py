@@ -122,8 +122,10 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
     return math.inf
 
 
-def _name_in_sweep(cfg: DictConfig, run_dir: Path) -> None:
-    """W&B: one group per sweep, each job named after its swept values (its dir)."""
+def _name_in_group(cfg: DictConfig, run_dir: Path) -> None:
+    """W&B: runs are grouped by the folder their dirs share (a sweep's dir, a study's output folder,
+    an experiment's folder of timestamped runs), each named after its own dir (a sweep job's swept
+    values, a study run's arm and seed)."""
     wandb = cfg.logger.get("wandb")
     if wandb is not None:
         wandb.group = wandb.get("group") or run_dir.parent.name
@@ -190,8 +192,7 @@ def _run(cfg: DictConfig, run_dir: Path, multirun: bool, overrides: Sequence[str
             if not isinstance(earlier, DictConfig):
                 return earlier
             cfg = earlier
-        if multirun:
-            _name_in_sweep(cfg, run_dir)
+        _name_in_group(cfg, run_dir)
         check(cfg)
         if cfg.print_plan:
             print(_built_plan(cfg).table())

@@ -50,7 +50,9 @@ def _lines(table: dict) -> dict[str, list[tuple[float, float]]]:
 
 
 def test_the_summary_run_holds_native_line_charts_of_the_curves_and_optima(tmp_path):
-    log_transfer_summary({"project": "test", "mode": "offline"}, tmp_path, _transfer())
+    cost = {"per_size": [{"axis": "width", "size": s, "jobs": 6, "flops": 1e9 * s, "wall_time_s": 0.5 * s}
+                         for s in SIZES], "per_arm": [], "total": {"jobs": 18, "flops": 2.24e11, "wall_time_s": 112.0}}
+    log_transfer_summary({"project": "test", "mode": "offline"}, tmp_path, {**_transfer(), "cost": cost})
     (run_dir,) = tmp_path.glob("wandb/offline-run-*")
     curves = _lines(_table(run_dir, "transfer/sp/AdamW/width/loss_vs_log2_lr_table"))
     assert sorted(curves) == ["width 128", "width 32", "width 64"]
@@ -62,6 +64,8 @@ def test_the_summary_run_holds_native_line_charts_of_the_curves_and_optima(tmp_p
     charts = run_contents(run_dir)["config"]["_wandb"]["visualize"]
     assert charts["transfer/sp/AdamW/width/loss_vs_log2_lr"]["panel_config"]["panelDefId"] == dashboard.LINE_SERIES
     assert len(charts) == 4
+    sizes = _table(run_dir, "transfer/cost_per_size")
+    assert sizes["data"][0] == ["width", 32, 6, 3.2e10, 16.0] and sizes["data"][-1] == ["all", None, 18, 2.24e11, 112.0]
     points = _table(run_dir, "transfer/points")
     assert len(points["data"]) == 2 * 3 * 6 and points["columns"][:5] == ["arm", "axis", "size", "log2_lr", "loss"]
 
@@ -77,6 +81,7 @@ def test_every_run_carries_the_swept_values_at_the_top_of_its_config(train):
     assert set(config["group_lr"]) >= {"branch.hidden", "input"}
     assert config["group_lr"]["branch.hidden"] == config["optimizer"]["lr"]  # SP: one LR
     assert contents["summary"]["status"] == "ok" and math.isfinite(contents["summary"]["sweep_metric"])
+    assert contents["run"] == {"group": run_dir.parent.name, "name": run_dir.name}  # a single run is grouped too
 
 
 def test_a_coordinate_check_logs_its_curves_as_native_charts(train):

@@ -195,3 +195,26 @@ def test_fast_coordinate_check_slopes_per_model(train, model):
     mup, sp = result["slopes"]["mup"]["width"], result["slopes"]["sp"]["width"]
     assert result["verdict"]["mup/width"] == "pass", mup
     assert result["verdict"]["sp/width"] == "fail" and sp["block_last_delta"] >= 0.3, sp
+
+
+@pytest.mark.parametrize("arm", ["sp", "mup"])
+def test_init_gain_scales_every_random_init_and_keeps_zero_and_constant_ones(arm):
+    """σ as a base HP for a model with no σ argument (xavier Linears, N(0, 0.02²) tables, adaLN-Zero):
+    ``init_gain`` g multiplies each random tensor of the same draw by exactly g, at the base width and
+    off it; zero-initialised tensors (the modulations, the readout) stay zero."""
+    built = {}
+    for gain in (1.0, 2.0):
+        factory = functools.partial(DiT, **TINY_DIT)
+        param = Parametrization(name=arm, width_rule=arm != "sp", base_width=32, base_depth=2, init_gain=gain)
+        plan = make_plan(factory, 128, 2, 16, param, OptimizerSpec(torch.optim.AdamW, 1e-3))
+        torch.manual_seed(0)
+        built[gain] = dict(build_model(plan).named_parameters())
+    scaled = zero = 0
+    for name, p in built[1.0].items():
+        q = built[2.0][name]
+        if p.abs().max() == 0:
+            zero += bool(q.abs().max() == 0)
+        else:
+            assert torch.allclose(q, 2 * p, rtol=1e-6, atol=0), name
+            scaled += 1
+    assert zero > 0 and scaled > 10 and zero + scaled == len(built[1.0])

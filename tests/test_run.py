@@ -263,6 +263,10 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(train, tmp_pat
     resumed, _ = train(f"resume={killed}", run_dir=killed)
     assert resumed == reference
     ref, res = read_record(ref_dir), read_record(killed)
+    clocks = [h.pop("elapsed_s") for h in res["metrics"]["history"]]  # wall time: measured, not reproduced
+    assert clocks == sorted(clocks) and clocks[0] > 0
+    for h in ref["metrics"]["history"]:
+        h.pop("elapsed_s")
     assert res["metrics"] == {**ref["metrics"], "final": {**ref["metrics"]["final"],
                               "train/tokens_per_s": res["metrics"]["final"]["train/tokens_per_s"]}}
     assert res["config_hash"] == ref["config_hash"] and res["steps"] == 60
@@ -328,12 +332,23 @@ def test_best_metrics_follow_the_directions_the_task_declares():
     from src.jobs.train import summarize
     from src.tasks.preference import PreferenceTask
 
-    history = [{"step": 1, "val/loss": 2.0, "val/score": -1.0, "val/accuracy": 0.1},
-               {"step": 2, "val/loss": 1.0, "val/score": 0.5, "val/accuracy": 0.3},
-               {"step": 3, "val/loss": 1.5, "val/score": 0.2, "val/accuracy": 0.2}]
+    history = [{"step": 1, "elapsed_s": 1.0, "val/loss": 2.0, "val/score": -1.0, "val/accuracy": 0.1},
+               {"step": 2, "elapsed_s": 2.0, "val/loss": 1.0, "val/score": 0.5, "val/accuracy": 0.3},
+               {"step": 3, "elapsed_s": 3.0, "val/loss": 1.5, "val/score": 0.2, "val/accuracy": 0.2}]
     task = SimpleNamespace(history=history, last_train_loss=None, rate_count=0, item_name="tokens",
                            metric_goals=PreferenceTask.metric_goals)
     cfg = OmegaConf.create({"sweep_metric": {"key": "val/loss", "last_n": 1}})
     metrics, sweep_metric = summarize(task, "ok", cfg)
     assert metrics["best"] == {"val/loss": 1.0, "val/score": 0.5, "val/accuracy": 0.3}
-    assert sweep_metric == 1.5 and metrics["final"]["val/score"] == 0.2
+    assert sweep_metric == 1.5 and metrics["final"] == {"val/loss": 1.5, "val/score": 0.2, "val/accuracy": 0.2}
+    assert metrics["history"][1]["elapsed_s"] == 2.0  # kept in the history, not a metric
+
+
+def test_a_key_added_at_its_neutral_value_keeps_old_records_hashes():
+    """parametrization.init_gain came after thousands of committed records: at 1 it hashes as absent
+    (so a relaunch recognises them), any other value is a different run."""
+    from src.records import config_hash
+
+    old = {"seed": 0, "parametrization": {"name": "mup", "embed_mult": 1.0}}
+    assert config_hash({**old, "parametrization": {**old["parametrization"], "init_gain": 1.0}}) == config_hash(old)
+    assert config_hash({**old, "parametrization": {**old["parametrization"], "init_gain": 2.0}}) != config_hash(old)

@@ -223,14 +223,14 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
 @pytest.mark.timeout(600)
 def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
     sweep_dir = tmp_path / "optuna"
-    args = ["-m", *TINY, "sweep=optuna_init_std", "hydra.sweeper.n_trials=2", "steps=4", "val_every=2",
+    args = ["-m", *TINY, "sweep=optuna", "hydra.sweeper.n_trials=2", "steps=4", "val_every=2",
             "parametrization=completep", "model.tie_head=false", "parametrization.base_width=32",
             "parametrization.base_depth=2", f"hydra.sweep.dir={sweep_dir}"]
     result = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=500, env=os.environ)
     assert result.returncode == 0, result.stderr[-3000:]
     recs = records(sweep_dir)
-    assert len(recs) == 2 and len({r["config"]["model"]["init_std"] for r in recs}) == 2
+    assert len(recs) == 2 and len({r["config"]["parametrization"]["init_gain"] for r in recs}) == 2
     best = min((r for r in recs if r["status"] == "ok"), key=lambda r: r["sweep_metric"])
 
     from src.run import run
@@ -243,7 +243,7 @@ def test_an_optuna_sweep_feeds_mutransfer(tmp_path):
     assert record["mutransfer"]["source_run"] == best["dir"]
     for key in ("lr",):
         assert record["config"]["optimizer"][key] == best["config"]["optimizer"][key]
-    assert record["config"]["model"]["init_std"] == best["config"]["model"]["init_std"]
+    assert record["config"]["parametrization"]["init_gain"] == best["config"]["parametrization"]["init_gain"]
     assert record["config"]["parametrization"]["readout_mult"] == best["config"]["parametrization"]["readout_mult"]
 
 

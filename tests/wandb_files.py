@@ -6,6 +6,7 @@ writer is in the Go core), so the tests parse it with wandb's own protobuf defin
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,31 @@ def chunks(path: Path):
             yield pending + body
 
 
-def run_contents(run_dir: Path) -> dict[str, Any]:
-    """The offline run's config and summary (nested keys as nested dicts), merged over its records."""
+def records(path: Path, wait_s: float = 30.0) -> list:
+    """The file's records once it holds the run's exit record: wandb's core process may still be
+    writing when ``finish()`` returns, on a busy machine for seconds."""
     from wandb.proto import wandb_internal_pb2 as pb
 
+    deadline = time.monotonic() + wait_s
+    while True:
+        parsed = []
+        for chunk in chunks(path):
+            parsed.append(pb.Record())
+            parsed[-1].ParseFromString(chunk)
+        if any(r.WhichOneof("record_type") == "exit" for r in parsed) or time.monotonic() > deadline:
+            return parsed
+        time.sleep(0.2)
+
+
+def run_contents(run_dir: Path) -> dict[str, Any]:
+    """The offline run's config and summary (nested keys as nested dicts), merged over its records, and
+    its group and name."""
     (path,) = Path(run_dir).glob("*.wandb")
-    config, summary = {}, {}
-    for chunk in chunks(path):
-        record = pb.Record()
-        record.ParseFromString(chunk)
+    config, summary, run = {}, {}, {}
+    for record in records(path):
         kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = {"group": record.run.run_group, "name": record.run.display_name}
         items = {"config": record.config.update, "run": record.run.config.update,
                  "summary": record.summary.update}.get(kind, [])
         target = summary if kind == "summary" else config
@@ -52,4 +68,4 @@ def run_contents(run_dir: Path) -> dict[str, Any]:
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = json.loads(item.value_json)
-    return {"config": config, "summary": summary}
+    return {"config": config, "summary": summary, "run": run}

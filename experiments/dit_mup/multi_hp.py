@@ -3,10 +3,11 @@ the best to the target, and compare with the same search run on the target itsel
 paper's PixArt-α and MMDiT experiments, at CPU scale).
 
     python experiments/dit_mup/multi_hp.py [--study dit_mup_sweep] [--trials 16] [--proxy-width 32]
-        [--target-width 128] [--seeds 0 1 2] [--out outputs/dit_mup/multi_hp]
+        [--target-width 128] [--seeds 1 2 3] [--out outputs/dit_mup/multi_hp]
 
-1. proxy search: ``sweep=optuna`` (TPE, sampler seed 0: LR, α_in, α_out, α_attn, weight decay), μP
-   with base width = the proxy width, ``--trials`` trials, seed 0;
+1. proxy search: ``sweep=optuna`` (TPE, sampler seed 0: LR, init gain σ, α_in, α_out, α_attn, weight
+   decay), μP with base width = the proxy width, ``--trials`` trials, seed 0, one trial at a time
+   in-process on every core (as the target runs train);
 2. direct search: the same search at the target width;
 3. at the target, one run per seed and arm: ``transferred`` (``mutransfer.from`` the proxy search),
    ``tuned`` (``mutransfer.from`` the direct search: the target's own best trial) and ``defaults``
@@ -15,9 +16,9 @@ paper's PixArt-α and MMDiT experiments, at CPU scale).
 Reported: each arm's seed-mean held-out loss; regret = transferred − tuned and defaults − tuned,
 paired by seed (each seed sees the same data and noise in every arm), with 95% bootstrap intervals
 over seeds; and the cost, in FLOPs and in wall time, of the proxy search as a percentage of one
-target run (the median of the target runs) and of the direct search. The tuned arm's seed 0 is the
-direct search's best trial itself, whose loss won a 16-way selection on that seed; seeds 1 and 2
-are not selected on, so compare the arms on them too (``per_seed`` in the JSON). Written to
+target run (the median of the target runs) and of the direct search. The target runs use seeds the
+searches did not (``--seeds`` may not hold the search seed 0): on seed 0 the tuned arm would be the
+direct search's best trial itself, whose loss won a selection on that seed. Written to
 ``<out>/multi_hp.json`` and ``multi_hp.md``; every search and run lives under ``<out>`` and a
 relaunch continues them (the searches replay their finished trials).
 """
@@ -40,6 +41,7 @@ from src.sweeps.transfer import percentile_interval  # noqa: E402
 from train_once import train_once  # noqa: E402
 
 ARMS = ("transferred", "tuned", "defaults")
+SEARCH_SEED = 0
 BOOTSTRAP = 1000
 
 
@@ -48,7 +50,8 @@ def search(study: str, width: int, proxy_width: int, trials: int, sweep_dir: Pat
     args = [sys.executable, "-m", "src.run", f"experiment={study}", "sweep=optuna", "sweep.arm_keys=[]",
             "parametrization=mup", f"parametrization.base_width={proxy_width}",
             "parametrization.base_depth=${model.depth}", f"model.width={width}",
-            f"hydra.sweeper.n_trials={trials}", f"hydra.sweep.dir={sweep_dir}", *extra]
+            f"hydra.sweeper.n_trials={trials}", f"hydra.sweep.dir={sweep_dir}", f"seed={SEARCH_SEED}",
+            "hydra/launcher=basic", *extra]  # trials run one at a time: in-process, every core each
     print("+", " ".join(args[2:]), flush=True)
     if subprocess.run(args, cwd=ROOT).returncode != 0:
         raise SystemExit(f"the search at width {width} failed")
@@ -109,10 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--proxy-width", type=int, default=32)
     parser.add_argument("--target-width", type=int, default=128)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="target runs' seeds (not 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "dit_mup" / "multi_hp")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every job (e.g. steps=100)")
     args = parser.parse_args(argv)
+    if SEARCH_SEED in args.seeds:
+        raise SystemExit(f"--seeds {args.seeds}: seed {SEARCH_SEED} is the searches' own; the tuned arm won its "
+                         "selection on it, so compare the arms on other seeds")
     out = args.out.resolve()
     costs = {name: search(args.study, width, args.proxy_width, args.trials, out / f"{name}_search", args.extra)
              for name, width in (("proxy", args.proxy_width), ("direct", args.target_width))}

@@ -35,16 +35,18 @@ def swept_values(plan: Plan, seed: int) -> dict:
             "group_lr": plan.group_lrs()}
 
 
+_NOT_METRICS = ("step", "elapsed_s")  # a history entry's position, not a measurement
+
+
 def summarize(task, status: str, cfg: DictConfig) -> tuple[dict, float]:
     """metrics (final, best and the validation history) and the sweep metric from a task's history."""
     history = task.history
-    final = dict(history[-1]) if history else {}
-    final.pop("step", None)
+    final = {k: v for k, v in (history[-1] if history else {}).items() if k not in _NOT_METRICS}
     if task.last_train_loss is not None:
         final["train/loss"] = float(task.last_train_loss)
     if task.rate_count:
         final[f"train/{task.item_name}_per_s"] = task.rate_sum / task.rate_count
-    keys = {k for h in history for k in h if k != "step"}
+    keys = {k for h in history for k in h if k not in _NOT_METRICS}
     pick = lambda k: max if task.metric_goals.get(k) == "max" else min  # noqa: E731
     best = {k: pick(k)(h[k] for h in history if k in h) for k in keys}
     key, last_n = cfg.sweep_metric.key, cfg.sweep_metric.last_n

@@ -43,6 +43,7 @@ class Parametrization:
     branch_mult: float = 1.0  # α on every residual branch (× 1/r_L^β)
     readout_mult: float = 1.0  # α_out on the logits (× 1/r_n)
     attn_mult: float = 1.0  # α_attn on the attention logits (× √d_base/d_head; SP: 1/√d_head)
+    init_gain: float = 1.0  # σ: every random init's std × this (zero and constant inits stay), in every arm
     zero_readout: bool = False  # zero-initialise every output-role parameter
     zero_init: list[str] = field(default_factory=list)  # normalised names to zero-initialise (the query, ...)
 
@@ -244,7 +245,7 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
         rows.append(PlanRow(
             name=name, key=normalize(name, containers), group=_group(role, part, len(parts) > 1, p.ndim > 1),
             part=part.spec.name, label=role.label, in_branch=role.in_branch,
-            init_mult=value(r.init), forward_mult=value(r.forward), lr_mult=value(r.lr),
+            init_mult=value(r.init) * param.init_gain, forward_mult=value(r.forward), lr_mult=value(r.lr),
             wd_mult=value(r.wd) if decays else 0.0, eps_mult=eps,
             rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {_power_text(r.eps)}",
         ))
@@ -254,12 +255,12 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
 
 def build_model(plan: Plan) -> nn.Module:
     """The model at the plan's size with its multipliers; under μP each tensor's init is rescaled to
-    its base-size SP std × init multiplier (see init.py)."""
+    its base-size SP std × init multiplier (see init.py); ``init_gain`` σ multiplies every std."""
     factory, param = plan.factory, plan.param
     with record_init() as recorded:
         model = factory(width=plan.width, depth=plan.depth, **plan.model_kwargs)
     current = init_stds(model, recorded)
-    targets = {row.name: current[row.name] for row in plan.rows}
+    targets = {row.name: current[row.name] * param.init_gain for row in plan.rows}
     at_base = (plan.width, plan.depth) == (plan.base_width, plan.base_depth)  # the model is its own base twin
     if param.width_rule and not at_base:
         targets.update(_base_targets(factory, plan))

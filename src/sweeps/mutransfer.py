@@ -3,7 +3,7 @@ base HPs.
 
 The source is the sweep's arm with the target's parametrization and optimizer: its refined optimal
 log2 LR at the reference size (the base size) and, from the best run there, the other base HPs
-μTransfer carries (init σ, the α multipliers, zero-init choices, weight decay, ε, clipping, the base
+μTransfer carries (init σ and init gain, the α multipliers, zero-init choices, weight decay, ε, clipping, the base
 sizes). For a sweep without an LR axis (Optuna) the best finished run with that parametrization and
 optimizer is the source of all of them. Batch size, steps, warmup and sequence length are not
 covered by the theory: where they differ between proxy and target, a warning is logged and recorded.
@@ -28,7 +28,8 @@ log = logging.getLogger("src.mutransfer")
 
 CARRIED = ("model.init_std", "parametrization.base_width", "parametrization.base_depth",
            "parametrization.base_head_dim", "parametrization.embed_mult", "parametrization.branch_mult",
-           "parametrization.readout_mult", "parametrization.attn_mult", "parametrization.zero_readout",
+           "parametrization.readout_mult", "parametrization.attn_mult", "parametrization.init_gain",
+           "parametrization.zero_readout",
            "parametrization.zero_init", "optimizer.lr", "optimizer.weight_decay", "optimizer.eps",
            "optimizer.betas", "optimizer.grad_clip")
 NOT_COVERED = ("data.batch_size", "data.seq_len", "steps", "scheduler.warmup", "scheduler._target_")

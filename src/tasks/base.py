@@ -97,8 +97,8 @@ class Task(L.LightningModule):
             if total[1] > 0:
                 means[key] = float(total[0] / total[1])
                 self.log(key, means[key], sync_dist=True)  # equal on every rank already
-        if not self.trainer.sanity_checking:
-            self.history.append({"step": self.global_step, **means})
+        if not self.trainer.sanity_checking:  # elapsed_s: training wall time so far (time-to-target studies)
+            self.history.append({"step": self.global_step, "elapsed_s": self.elapsed_s(), **means})
         self._last_step_time = None  # do not count validation time as a training step
 
     # -- exact resume: evaluation history and the global RNG (dropout) travel with the checkpoint,

@@ -103,9 +103,13 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
          *(a[k][u] for k in ("proxy_vs_target_run_pct", "proxy_vs_direct_search_pct")
            for u in ("flops", "wall_time_s"))]
         for a in transfer.get("cost", {}).get("per_arm", [])])
+    totals = transfer.get("cost", {})
+    sizes = wandb.Table(columns=["axis", "size", "jobs", "flops", "wall_time_s"], data=[
+        *([r["axis"], r["size"], r["jobs"], r["flops"], r["wall_time_s"]] for r in totals.get("per_size", [])),
+        *(["all", None, t["jobs"], t["flops"], t["wall_time_s"]] for t in [totals.get("total")] if t)])
     log_report_run(spec, sweep_dir, spec.get("group") or sweep_dir.name, "transfer-report",
-                   {"transfer/table": table, "transfer/points": points, "transfer/cost": cost, **images,
-                    **transfer_charts(wandb, transfer)})
+                   {"transfer/table": table, "transfer/points": points, "transfer/cost": cost,
+                    "transfer/cost_per_size": sizes, **images, **transfer_charts(wandb, transfer)})
 
 
 def log_summary(loggers: list[Logger], values: Mapping[str, Any]) -> None:
