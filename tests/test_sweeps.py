@@ -83,6 +83,19 @@ def test_transfer_metrics_on_a_known_sweep(tmp_path):
     assert all(p["failed"] for p in pts if p["dir"].startswith("mup-w64-d16"))
 
 
+def test_a_reference_size_with_only_failed_jobs_leaves_the_arm_undetermined(tmp_path):
+    for width in (64, 128):
+        for x in (-9, -8, -7):
+            _write(tmp_path, "mup", width, 2, x, 3 + 0.1 * (x + 8) ** 2, status="failed" if width == 64 else "ok")
+    pts, base = points(records(tmp_path))
+    (arm,) = [a for a in analyse(pts, base) if a.axis == "width"]
+    assert arm.ref_size == 64 and arm.failed_sizes == [64] and arm.drift is None
+    assert arm.verdict == "undetermined" and "reference size 64" in arm.why
+    assert arm.to_dict()["optimal_log2_lr"] == {128: pytest.approx(-8)}
+    report_module.report(tmp_path)  # the report, plots and cost section take it too
+    assert "reference size 64" in (tmp_path / "report.md").read_text()
+
+
 def test_report_files_name_the_optimum_per_size(tmp_path):
     synthetic_sweep(tmp_path)
     transfer = report_module.report(tmp_path)

@@ -50,7 +50,8 @@ def _entry(result: ArmAxis, pts: list[dict[str, Any]]) -> dict[str, Any]:
         if opt is not None and p["log2_lr"] == opt.grid_log2_lr and math.isfinite(p["loss"]):
             best_runs.setdefault(p["size"], p["trained_dir"])
     return {**result.to_dict(), "arm_values": mine[0]["arm_values"], "best_run": best and best["dir"],
-            "best_runs": best_runs, "ref_log2_lr": result.optima[result.ref_size].log2_lr}
+            "best_runs": best_runs,
+            "ref_log2_lr": result.optima[result.ref_size].log2_lr if result.ref_size in result.optima else None}
 
 
 def _failed(recs: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -218,6 +218,9 @@ class ArmAxis:
         sizes = sorted(self.curves)
         self.optima = {s: self.curves[s].optimum() for s in sizes}
         self.seed_noise = {s: self.curves[s].seed_noise() for s in sizes}
+        if self.ref_size not in self.curves:  # nothing to measure the other sizes against
+            self.verdict, self.why = "undetermined", f"only failed jobs at the reference size {self.ref_size}"
+            return self
         self.drift, self.slope = drift_and_slope({s: o.log2_lr for s, o in self.optima.items()}, self.ref_size)
         self._bootstrap(replicates, seed)
         flags = {s: o.flag for s, o in self.optima.items() if o.flag}
