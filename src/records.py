@@ -32,7 +32,7 @@ NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resu
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
 # Keys added after records existed: at their neutral value they hash as if absent, so those records
 # keep their hash (a relaunch of a study recognises its finished jobs).
-_ADDED_NEUTRAL = {("parametrization", "init_gain"): 1.0}
+_ADDED_NEUTRAL = {("parametrization", "init_gain"): 1.0, ("data", "pairs_seed"): None}
 log = logging.getLogger("src.run")
 
 METRICS_FILE = "metrics.json"

@@ -156,3 +156,22 @@ def test_hf_tokenizer_from_a_local_path(tmp_path):
     assert data.splits["train"][: len(expected)].tolist() == expected
     with pytest.raises(ConfigError, match="data.tokenizer='.*nowhere': no such file"):
         TextFilesData(paths=[str(tmp_path / "corpus.txt")], tokenizer=str(tmp_path / "nowhere")).vocab_size
+
+
+def test_pinned_pairs_seed_gives_every_run_seed_the_same_pairs(tmp_path):
+    """data.pairs_seed: the preference set is sampled once from the SFT run, whatever the run's seed
+    (which still orders the batches); unset, the run's seed samples its own."""
+    from src.data.problems import ProblemPreferenceData
+
+    (tmp_path / "sft" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "sft" / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (tmp_path / "sft" / "config.yaml").write_text(
+        "data:\n  problems:\n    _target_: src.data.problems.Sorting\n    count: 16\n    digits: 1\n    size: 100\n")
+
+    def path(seed, pairs_seed=None):
+        data = ProblemPreferenceData(sft_run=str(tmp_path / "sft"), cache_dir=str(tmp_path), seed=seed,
+                                     pairs_seed=pairs_seed, max_length=12)
+        return data.cache_path()
+
+    assert path(1, pairs_seed=0) == path(2, pairs_seed=0) == path(0)
+    assert path(1) != path(2)

@@ -225,3 +225,6 @@ def test_score_noise_by_repeated_draws_matches_theory_at_the_reference(model):
     assert table["var_naive"] > 4 * table["var_vrpo"] > 0  # budget 8 and antithetic both cut it
     naive, reduced = apart["naive"].mean(0), apart["vrpo"].mean(0)
     assert torch.all((naive - reduced).abs() < 4 * (apart["naive"].var(0) / 32).sqrt() + 1e-6)
+    assert table["mean_abs_s"] == pytest.approx(float(reduced.abs().mean()))  # s from the VRPO draws alone
+    four = score_noise.noise_table(score_noise.draw_scores(model, other, pairs, 0.2, draws=32, n_t=4))
+    assert table["var_vrpo"] < four["var_vrpo"] < table["var_naive"]  # n_t = 4: between naive and n_t = 8

@@ -205,12 +205,15 @@ class ProblemPreferenceData(PairData):
     fields = PREFERENCE_FIELDS
 
     def __init__(self, sft_run: str, prompts: int = 2048, samples: int = 8, temperature: float = 1.0,
-                 cache_dir: str = ".cache/scaling-lab", **kwargs) -> None:
+                 cache_dir: str = ".cache/scaling-lab", pairs_seed: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         if not sft_run:
             raise ConfigError("data.sft_run is not set: give the run dir of an SFT run (experiment=llada_sft)")
         self.sft_run, self.prompts, self.samples, self.temperature = Path(sft_run), prompts, samples, temperature
         self.cache_dir = Path(cache_dir)
+        # the seed of the SFT samples the pairs are built from (None: data.seed, which also orders the
+        # batches): a study pins it so that runs of every seed train on one preference set
+        self.pairs_seed = self.seed if pairs_seed is None else pairs_seed
 
     @property
     def problems(self) -> Problems:
@@ -225,7 +228,7 @@ class ProblemPreferenceData(PairData):
             raise ConfigError(f"data.sft_run={self.sft_run}: no finished run there (no {ckpt.name})")
         stat = ckpt.stat()
         key = f"{self.sft_run.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{self.prompts}|{self.samples}|" \
-              f"{self.temperature}|{self.seed}|{self.layout.length}"
+              f"{self.temperature}|{self.pairs_seed}|{self.layout.length}"
         return self.cache_dir / "pairs" / f"{type(self.problems).__name__.lower()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
     def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
@@ -233,7 +236,8 @@ class ProblemPreferenceData(PairData):
         if not path.exists():  # a step of its own: sample the SFT model (src/eval/sampled_pairs.py)
             from src.eval.sampled_pairs import sampled_pairs
 
-            rows = sampled_pairs(self.sft_run, self.layout, self.prompts, self.samples, self.temperature, self.seed)
+            rows = sampled_pairs(self.sft_run, self.layout, self.prompts, self.samples, self.temperature,
+                                 self.pairs_seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
