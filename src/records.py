@@ -31,8 +31,8 @@ NOT_RESULTS = ("budget", "sweep", "mutransfer", "name", "paths", "logger", "resu
                "ckpt_every", "snapshot_every")
 _NOT_RESULTS_INSIDE = {"cache_dir"}  # keys inside hashed groups that only say where files live
 # Keys added after records existed: at their neutral value they hash as if absent, so those records
-# keep their hash (a relaunch of a study recognises its finished jobs).
-_ADDED_NEUTRAL = {("parametrization", "init_gain"): 1.0, ("data", "pairs_seed"): None}
+# keep their hash (a relaunch of a study recognises its finished jobs); a config without one means it.
+ADDED_NEUTRAL = {"parametrization.init_gain": 1.0, "data.pairs_seed": None}
 log = logging.getLogger("src.run")
 
 METRICS_FILE = "metrics.json"
@@ -113,7 +113,8 @@ def result_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return node
 
     scoped = {key: strip(value) for key, value in config.items() if key not in NOT_RESULTS}
-    for (group, key), neutral in _ADDED_NEUTRAL.items():
+    for dotted, neutral in ADDED_NEUTRAL.items():
+        group, key = dotted.split(".")
         if isinstance(scoped.get(group), dict) and scoped[group].get(key, neutral) == neutral:
             scoped[group] = {k: v for k, v in scoped[group].items() if k != key}
     if scoped.get("init_from"):

@@ -124,12 +124,14 @@ def _earlier_run(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | Dict
 
 def _name_in_group(cfg: DictConfig, run_dir: Path) -> None:
     """W&B: runs are grouped by the folder their dirs share (a sweep's dir, a study's output folder,
-    an experiment's folder of timestamped runs), each named after its own dir (a sweep job's swept
-    values, a study run's arm and seed)."""
+    an experiment's folder of timestamped runs: ``wandb_group``), each named after its own dir (a
+    job's swept values, a study run's arm and seed), unless the config names them."""
+    from src.training.loggers import wandb_group
+
     wandb = cfg.logger.get("wandb")
     if wandb is not None:
-        wandb.group = wandb.get("group") or run_dir.parent.name
-        OmegaConf.update(cfg, "logger.wandb.name", run_dir.name, force_add=True)
+        wandb.group = wandb.get("group") or wandb_group(run_dir.parent)
+        OmegaConf.update(cfg, "logger.wandb.name", wandb.get("name") or run_dir.name, force_add=True)
 
 
 def run(cfg: DictConfig, run_dir: Path, *, multirun: bool = False, overrides: Sequence[str] = ()) -> float:

@@ -61,6 +61,7 @@ def test_the_summary_run_holds_native_line_charts_of_the_curves_and_optima(tmp_p
     assert by_line["log2 lr*"] == [(5.0, -8.0), (6.0, -8.0), (7.0, -8.0)]
     assert by_line["95% low"] == [(6.0, -8.5), (7.0, -8.5)] and by_line["95% high"] == [(6.0, -7.5), (7.0, -7.5)]
     assert _lines(_table(run_dir, "transfer/sp/AdamW/width/optimum_vs_size_table"))["95% low"] == [(6.0, -9.5)]
+    assert run_contents(run_dir)["run"]["group"] == f"{tmp_path.parent.name}/{tmp_path.name}"  # its jobs' group
     charts = run_contents(run_dir)["config"]["_wandb"]["visualize"]
     assert charts["transfer/sp/AdamW/width/loss_vs_log2_lr"]["panel_config"]["panelDefId"] == dashboard.LINE_SERIES
     assert len(charts) == 4
@@ -81,7 +82,10 @@ def test_every_run_carries_the_swept_values_at_the_top_of_its_config(train):
     assert set(config["group_lr"]) >= {"branch.hidden", "input"}
     assert config["group_lr"]["branch.hidden"] == config["optimizer"]["lr"]  # SP: one LR
     assert contents["summary"]["status"] == "ok" and math.isfinite(contents["summary"]["sweep_metric"])
-    assert contents["run"] == {"group": run_dir.parent.name, "name": run_dir.name}  # a single run is grouped too
+    group = f"{run_dir.parent.parent.name}/{run_dir.parent.name}"  # two levels: studies' folders may share a name
+    assert contents["run"] == {"group": group, "name": run_dir.name}  # a single run is grouped too
+    _, named = train(*TINY, "logger=wandb", "steps=2", "val_every=2", "+logger.wandb.name=mine")
+    assert run_contents(next(named.glob("wandb/offline-run-*")))["run"]["name"] == "mine"  # the user's name wins
 
 
 def test_a_coordinate_check_logs_its_curves_as_native_charts(train):
@@ -103,7 +107,7 @@ def test_the_sweep_workspace_builds_offline_from_a_sweep_dir(tmp_path, capsys):
     (sweep / "transfer.json").write_text(json.dumps(_transfer()))  # as report.py writes it: str keys, -Infinity
     assert dashboard.main([str(sweep), "--entity", "me", "--project", "lab"]) == 0
     spec = json.loads((sweep / "workspace.json").read_text())
-    assert (spec["entity"], spec["project"], spec["display_name"]) == ("me", "lab", "sweep my_sweep")
+    assert (spec["entity"], spec["project"], spec["display_name"]) == ("me", "lab", f"sweep {tmp_path.name}/my_sweep")
     text = json.dumps(spec)
     assert "my_sweep" in text and "transfer/sp/AdamW/width/optimum_vs_size_table" in text
     assert "config:log2_lr.value" in text and "summary:sweep_metric" in text

@@ -53,6 +53,14 @@ def test_the_crossing_is_linear_between_the_recorded_steps_around_it():
     assert convergence.crossing(curves, 5.0) == 100.0 and convergence.crossing(curves, 0.5) is None
 
 
+def test_without_a_clock_at_the_last_step_the_speedup_is_in_steps_only():
+    base = _curve(0.01)
+    times = {"sp_dit_recipe": [{s: float(s) for s in base if s < 800}], "mup_transferred": [{s: float(s) for s in base}]}
+    arm = convergence.analyse({"sp_dit_recipe": [base], "mup_transferred": [base]}, 1600, random.Random(0),
+                              times)["arms"]["mup_transferred"]
+    assert arm["speedup"] == 1.0 and "wall_speedup" not in arm
+
+
 def test_wall_time_speedup_reads_each_arms_own_clock_at_the_crossing():
     base, fast = _curve(0.01), {s: 1.0 / (1 + 0.04 * s) for s in range(100, 1601, 100)}
     slow_clock = {s: 2.0 * s for s in base}  # μP's steps cost twice as much: 4× in steps is 2× in time
@@ -123,6 +131,8 @@ def test_train_once_continues_an_unfinished_run_with_a_command_preflight_accepts
     preflight(calls[0][3:])  # raises ConfigError on a refused command line
     fresh = train_once.command(tmp_path / "new", "dit_mup_sweep", ["seed=1"])
     assert fresh[0] == "experiment=dit_mup_sweep" and f"hydra.run.dir={tmp_path / 'new'}" in fresh
+    with pytest.raises(SystemExit, match=r"other settings \(model.width=128 model.width=64 differ\)"):
+        train_once.train_once(run_dir, "dit_mup_sweep", ["model.width=128", "seed=0"])  # resuming would ignore it
 
 
 class _Done:

@@ -357,3 +357,18 @@ def test_an_lr_steps_sweep_runs_one_width_over_step_counts(tmp_path):
     assert sorted((r["config"]["model"]["width"], r["steps"]) for r in recs) == [(64, 2), (64, 4)]
     (arm,) = json.loads((sweep_dir / "transfer.json").read_text())["arms"]
     assert arm["axis"] == "steps" and arm["sizes"] == [2, 4] and arm["ref_size"] == 2
+
+
+def test_mutransfer_from_a_sweep_recorded_before_init_gain_carries_its_neutral_value(tmp_path):
+    """The synthetic sweep's configs have no init_gain: its jobs ran at 1, so a target set to 2 is reset."""
+    from omegaconf import OmegaConf
+
+    from src.sweeps import mutransfer
+
+    synthetic_sweep(tmp_path)
+    cfg = OmegaConf.create({"mutransfer": {"from": str(tmp_path)}, "seed": 0, "model": {"width": 256, "depth": 2},
+                            "parametrization": {"name": "mup", "width_rule": True, "init_gain": 2.0},
+                            "optimizer": {"_target_": "torch.optim.AdamW", "lr": 1.0}})
+    cfg, info = mutransfer.apply(cfg)
+    assert cfg.parametrization.init_gain == 1.0 and info["carried"]["parametrization.init_gain"] == 1.0
+    assert cfg.optimizer.lr == pytest.approx(2.0**-8)  # the proxy's optimum, as before

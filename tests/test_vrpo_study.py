@@ -46,7 +46,7 @@ def test_selection_uses_even_rows_and_the_table_reports_odd_rows_with_paired_int
         "vrpo": {"lr": 1e-4, "beta": 0.2}, "naive_dpo": {"lr": 1e-4, "beta": 0.2}}}))
     text = study.table(tmp_path)
     assert "| naive_dpo | {'lr': 0.0001, 'beta': 0.2} | 3 | 1 | 0.000 ± 0.000 | 0.000 ± 0.000 | 0.600 ± 0.000 |" in text
-    assert "| sft | – | 3 | 0 | 0.000 ± 0.000 | 0.000 ± 0.000 | – | – |" in text  # its val/loss is no DPO loss
+    assert "| sft | – | 1 (shared) | 0 | 0.000 | 0.000 | – | – |" in text  # its val/loss is no DPO loss
     row = next(line for line in text.splitlines() if line.startswith("| vrpo − sft (n=3) | greedy"))
     assert "+0.333 [" in row and row.endswith("| undetermined |")  # seed 1's vrpo is 0 on the odd rows
     mean, low, high = study.interval([0.5, 0.5, 0.5])
@@ -176,4 +176,4 @@ def test_the_table_is_made_from_the_archived_records_alone(tmp_path):
     (records / "selected.json").write_text(json.dumps({"search_seed": 0, "seeds": [1],
                                                        "methods": {"vrpo": {"lr": 1e-4, "beta": 0.2}}}))
     assert study.main(["--table", "--root", str(root), "--records", str(records)]) == 0
-    assert "| vrpo | {'lr': 0.0001, 'beta': 0.2} | 1 | 0 | 1.000 ± 0.000 |" in (root / "sorting_study.md").read_text()
+    assert "| vrpo | {'lr': 0.0001, 'beta': 0.2} | 1 | 0 | 1.000 |" in (root / "sorting_study.md").read_text()

@@ -24,6 +24,8 @@ def chunks(path: Path):
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
         body, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if len(body) < length:  # the writer is still at it
+            return
         if kind == FULL:
             yield body
         elif kind == FIRST:
@@ -39,12 +41,17 @@ def records(path: Path, wait_s: float = 30.0) -> list:
     writing when ``finish()`` returns, on a busy machine for seconds."""
     from wandb.proto import wandb_internal_pb2 as pb
 
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + wait_s
     while True:
         parsed = []
-        for chunk in chunks(path):
-            parsed.append(pb.Record())
-            parsed[-1].ParseFromString(chunk)
+        try:
+            for chunk in chunks(path):
+                parsed.append(pb.Record())
+                parsed[-1].ParseFromString(chunk)
+        except (DecodeError, AssertionError):  # a header or record half written
+            parsed = []
         if any(r.WhichOneof("record_type") == "exit" for r in parsed) or time.monotonic() > deadline:
             return parsed
         time.sleep(0.2)

@@ -9,8 +9,8 @@ AdamW (constant LR, as the paper trains):
 
 * ``mup_transferred``: μP with ``mutransfer.from=<sweep>`` (the proxy's optimal base LR and HPs);
 * ``sp_dit_recipe``: SP with the original DiT recipe, AdamW at a constant 1e-4, no weight decay;
-* ``sp_best_grid``: SP at its own optimal LR at this width in the sweep (refined the same way as
-  μP's, from the parabola through the grid's best points: what SP needs a search at the target for).
+* ``sp_best_grid``: SP at its own best grid LR at this width in the sweep (what SP needs a search at
+  the target for; μP's transferred LR is the proxy's parabola-refined optimum, as μTransfer takes it).
 
 ``--study`` must be the sweep's own experiment (checked by name): the runs take its data, model and
 objective.
@@ -64,10 +64,10 @@ def check_study(sweep: Path, study: str) -> None:
 
 
 def arms(sweep: Path, width: int) -> dict[str, list[str]]:
-    """Each arm's overrides; SP's optimal LR at ``width`` read from the sweep's transfer.json."""
+    """Each arm's overrides; SP's best grid LR at ``width`` read from the sweep's transfer.json."""
     transfer = json.loads((sweep / "transfer.json").read_text())
     sp = next((a for a in transfer["arms"] if a["arm"].startswith("sp/") and a["axis"] == "width"), None)
-    best = sp and (sp.get("optimal_log2_lr") or {}).get(str(width))
+    best = sp and (sp.get("grid_log2_lr") or {}).get(str(width))
     if best is None or not math.isfinite(best):
         raise SystemExit(f"{sweep}/transfer.json has no SP optimum at width {width}")
     return {"mup_transferred": ["parametrization=mup", f"mutransfer.from={sweep}"],
@@ -110,8 +110,8 @@ def at_step(curves: list[dict[int, float]], step: float) -> float:
 
 def analyse(curves: dict[str, list[dict[int, float]]], steps: int, rng: random.Random,
             times: dict[str, list[dict[int, float]]] | None = None) -> dict:
-    """Baseline value, steps (and, given ``times``, wall time) to reach it and the speed-ups per arm,
-    with paired bootstrap intervals over seeds."""
+    """Baseline value, steps (and, given ``times`` that reach ``steps`` in every run, wall time) to
+    reach it and the speed-ups per arm, with paired bootstrap intervals over seeds."""
     def once(idx: list[int]) -> dict[str, dict[str, float | None]]:
         draw = {arm: [cs[i] for i in idx] for arm, cs in curves.items()}
         base = draw["sp_dit_recipe"]
@@ -127,6 +127,8 @@ def analyse(curves: dict[str, list[dict[int, float]]], steps: int, rng: random.R
             out[arm] = row
         return out
 
+    if times and not all(steps in c for cs in times.values() for c in cs):
+        times = None  # a run stopped early (diverged) or predates the clock: steps only
     n = len(curves["sp_dit_recipe"])
     point = once(list(range(n)))
     reps = [once([rng.randrange(n) for _ in range(n)]) for _ in range(BOOTSTRAP)]

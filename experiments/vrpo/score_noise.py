@@ -40,10 +40,10 @@ def draw_scores(policy, reference, pairs: dict[str, torch.Tensor], beta: float, 
     """ŝ per estimator, (draws, pairs): every draw with fresh timesteps and masks."""
     size, length = pairs["chosen"].shape
     out = {}
-    for name, (n_t, antithetic) in estimators(n_t).items():
+    for name, (copies, antithetic) in estimators(n_t).items():
         rows = []
         for k in range(draws):
-            d = vrpo.pair_draws(n_t, 1, size, length, antithetic, generator(seed, "score_noise", name, k))
+            d = vrpo.pair_draws(copies, 1, size, length, antithetic, generator(seed, "score_noise", name, k))
             s, _ = vrpo.pair_scores(policy, reference, pairs["chosen"], pairs["rejected"], pairs["chosen_response"],
                                     pairs["rejected_response"], d, beta, policy.mask_id)
             rows.append(s)

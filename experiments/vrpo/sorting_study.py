@@ -30,7 +30,7 @@ Methods (``experiment=llada_vrpo``, which adds the SFT term of weight 1 to every
 ``sft_chosen`` (the SFT term alone, ``task.dpo_weight=0``), ``naive_dpo`` (n_t = 1, independent
 draws), ``naive_dpo_budget`` (naive DPO with n_t× the pairs per step: VRPO's forward passes per
 step), ``vrpo`` (n_t = 4, n_yt = 1, antithetic). SFT itself is the fifth row. n_t = 4, not the
-paper's 8, halves the two expensive arms (the variance study: Var ŝ at n = 4 is 2.0× that at n = 8,
+paper's 8, halves the two expensive arms (the variance study: Var ŝ at n = 4 is 1.9× that at n = 8,
 against 7.4× at n = 1). Validation runs once, at the last step.
 """
 
@@ -254,11 +254,12 @@ def verdict(low: float, high: float) -> str:
 
 
 def _cell(values: list[float]) -> str:
-    """mean ± sd over seeds of the finite values ("–" when there are none: SFT has no DPO loss)."""
+    """mean ± sd over seeds of the finite values (the value alone for one run; "–" when there are none:
+    SFT has no DPO loss)."""
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return "–"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
+    return f"{values[0]:.3f}" if len(values) == 1 else f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 KEYS = ("greedy", "sampled", "preference_accuracy", "dpo_loss")
@@ -269,6 +270,7 @@ def table(root: Path) -> str:
     seeds, choice = stored["seeds"], stored["methods"]
     sft = root / "sft"
     done = {"sft": {s: metrics(sft, sft=True) for s in seeds} if (sft / "answers_T1.json").exists() else {}}
+    shared = {"sft"}  # one run, the start of every seed's: its row has no seed spread
     for m, hp in choice.items():
         runs = {s: root / run_name(m, hp) / f"seed{s}" for s in seeds}
         done[m] = {s: metrics(d) for s, d in runs.items() if (d / "answers_T1.json").exists()}
@@ -276,9 +278,11 @@ def table(root: Path) -> str:
              "the start of every other.", "",
              "| method | settings | seeds | diverged | " + " | ".join(KEYS) + " |", "|---" * (4 + len(KEYS)) + "|"]
     for m, by_seed in done.items():
-        cells = [_cell([by_seed[s][k] for s in by_seed]) for k in KEYS]
-        diverged = int(sum(by_seed[s]["diverged"] for s in by_seed))
-        lines.append(f"| {m} | {choice.get(m, '–')} | {len(by_seed)} | {diverged} | " + " | ".join(cells) + " |")
+        values = [by_seed[s] for s in by_seed][:1] if m in shared else list(by_seed.values())
+        cells = [_cell([v[k] for v in values]) for k in KEYS]
+        diverged = int(sum(v["diverged"] for v in values))
+        runs = "1 (shared)" if m in shared and values else len(values)
+        lines.append(f"| {m} | {choice.get(m, '–')} | {runs} | {diverged} | " + " | ".join(cells) + " |")
     lines += ["", "| paired difference (same seed) | metric | mean [95% t interval] | verdict |", "|---|---|---|---|"]
     for other in (m for m in done if m != "vrpo"):
         common = sorted(set(done.get("vrpo", {})) & set(done[other]))

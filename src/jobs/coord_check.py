@@ -57,11 +57,12 @@ def _log_wandb(spec: DictConfig, run_dir: Path, rows: list[dict], result: dict) 
     import wandb
 
     from src.sweeps.dashboard import coord_check_charts, log_report_run
+    from src.training.loggers import wandb_group
 
     slopes = wandb.Table(columns=["arm", "axis", "quantity", "slope", "verdict"], data=[
         [arm, axis, q, value, result["verdict"][f"{arm}/{axis}"]]
         for arm, axes in result["slopes"].items() for axis, qs in axes.items() for q, value in qs.items()])
-    log_report_run(spec, run_dir, spec.get("group") or run_dir.parent.name, "coord-check",
+    log_report_run(spec, run_dir, spec.get("group") or wandb_group(run_dir.parent), "coord-check",
                    {"coord_check/slopes": slopes, "coord_check/plot": wandb.Image(str(run_dir / "coord_check.png")),
                     **coord_check_charts(wandb, rows, result["judge_step"])},
                    config={"verdict": result["verdict"], "depth_rules": result["depth_rules"]})

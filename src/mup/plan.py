@@ -245,7 +245,7 @@ def make_plan(factory: ModelFactory, width: int, depth: int, head_dim: int | Non
         rows.append(PlanRow(
             name=name, key=normalize(name, containers), group=_group(role, part, len(parts) > 1, p.ndim > 1),
             part=part.spec.name, label=role.label, in_branch=role.in_branch,
-            init_mult=value(r.init) * param.init_gain, forward_mult=value(r.forward), lr_mult=value(r.lr),
+            init_mult=value(r.init), forward_mult=value(r.forward), lr_mult=value(r.lr),
             wd_mult=value(r.wd) if decays else 0.0, eps_mult=eps,
             rule=f"init {r.init}, lr {r.lr}, wd {r.wd if decays else 0}, eps {_power_text(r.eps)}",
         ))
@@ -282,7 +282,7 @@ def _constant(p: torch.Tensor) -> float | None:
 
 
 def _base_targets(factory: ModelFactory, plan: Plan) -> dict[str, float]:
-    """Target std per parameter: the SP std of its base-size twin × its init multiplier."""
+    """Target std per parameter: the SP std of its base-size twin × its init multiplier × the gain."""
     with torch.random.fork_rng(), record_init() as recorded:  # leaves the run's RNG stream untouched
         base = factory(width=plan.base_width, depth=plan.base_depth)
     sizes = {name: p.numel() for name, p in base.named_parameters()}
@@ -292,4 +292,4 @@ def _base_targets(factory: ModelFactory, plan: Plan) -> dict[str, float]:
         if not same_std(base_std.setdefault(key, std), std, sizes[name]):
             raise ValueError(f"{name}: its init std {std:g} differs from {base_std[key]:g} in another block "
                              f"of the base model; μP init needs one init per list entry ({key})")
-    return {row.name: base_std[row.key] * row.init_mult for row in plan.rows}
+    return {row.name: base_std[row.key] * row.init_mult * plan.param.init_gain for row in plan.rows}

@@ -133,12 +133,14 @@ def workspace(entity: str, project: str, group: str, chart_keys: Iterable[str]):
 
 
 def sweep_workspace(sweep_dir: Path, entity: str, project: str, group: str | None = None):
-    """The workspace of a sweep dir from its transfer.json; the group defaults to the dir's name (as
-    src/run.py sets it when ``logger.wandb.group`` is null)."""
+    """The workspace of a sweep dir from its transfer.json; the group defaults to the dir's
+    (``wandb_group``, as src/run.py sets it when ``logger.wandb.group`` is null)."""
     import wandb
 
+    from src.training.loggers import wandb_group
+
     transfer = json.loads((Path(sweep_dir) / "transfer.json").read_text())
-    return workspace(entity, project, group or Path(sweep_dir).name, transfer_charts(wandb, transfer))
+    return workspace(entity, project, group or wandb_group(Path(sweep_dir)), transfer_charts(wandb, transfer))
 
 
 def main(argv: list[str] | None = None) -> int:

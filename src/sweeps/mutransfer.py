@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
-from src.records import read_record
+from src.records import ADDED_NEUTRAL, read_record
 from src.sweeps.collect import records, select
 from src.sweeps.report import TRANSFER_FILE, transfer_of
 
@@ -70,6 +70,7 @@ def apply(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     want = {"parametrization.name": cfg.parametrization.name, "optimizer._target_": cfg.optimizer._target_}
     source, info = _source(sweep_dir, want, OmegaConf.to_container(cfg, resolve=True))
     carried = {k: select(source, k) for k in CARRIED if select(source, k) is not None}
+    carried |= {k: v for k, v in ADDED_NEUTRAL.items() if k in CARRIED and k not in carried}  # recorded before k existed
     for key, value in carried.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     warnings = [f"{k} differs between proxy ({select(source, k)}) and target ({OmegaConf.select(cfg, k)}); "

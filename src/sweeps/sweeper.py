@@ -54,8 +54,8 @@ log = logging.getLogger("src.sweeps")
 def training_signature(cfg: DictConfig) -> str | None:
     """sha256 of what decides a job's training: its result-changing config without the
     parametrization, and the μP plan's numbers (model multipliers, every tensor's optimizer part and
-    init/forward/LR/WD/ε multipliers, where its init std comes from, zero-inits). None when the
-    config cannot be planned (the job itself then records why)."""
+    init/forward/LR/WD/ε multipliers, where its init std comes from, the init gain, zero-inits).
+    None when the config cannot be planned (the job itself then records why)."""
     try:
         resolved = plain(cfg)
         numbers = _plan_numbers(cfg, resolved)
@@ -81,6 +81,7 @@ def _plan_numbers(cfg: DictConfig, resolved: dict[str, Any]) -> dict[str, Any]:
             "model_kwargs": plan.model_kwargs,
             "init": [plan.base_width, plan.base_depth] if from_base else "own",  # base-size SP std, or the model's
             "zero": [param.zero_readout, sorted(param.zero_init)],
+            "init_gain": param.init_gain,
             "rows": [[r.name, r.part, r.init_mult, r.forward_mult, r.lr_mult, r.wd_mult, r.eps_mult]
                      for r in plan.rows],
         }

@@ -70,6 +70,14 @@ def build_loggers(spec: Mapping[str, Any], run_dir: Path, run_name: str, config:
     return loggers
 
 
+def wandb_group(folder: Path) -> str:
+    """The W&B group of the runs in ``folder``: its name under its parent's (``dit_mup/multirun-…``,
+    ``pixart_mup/seeded``, ``dit_mup/convergence``), so studies that share a project and name their
+    folders alike stay apart."""
+    folder = Path(folder)
+    return f"{folder.parent.name}/{folder.name}"
+
+
 def log_plan(loggers: list[Logger], plan) -> None:
     """The μP plan as a table, to every logger that takes tables (W&B)."""
     columns = list(plan.rows[0].__dataclass_fields__) if plan.rows else []
@@ -107,7 +115,7 @@ def log_transfer_summary(spec: Mapping[str, Any], sweep_dir: Path, transfer: Map
     sizes = wandb.Table(columns=["axis", "size", "jobs", "flops", "wall_time_s"], data=[
         *([r["axis"], r["size"], r["jobs"], r["flops"], r["wall_time_s"]] for r in totals.get("per_size", [])),
         *(["all", None, t["jobs"], t["flops"], t["wall_time_s"]] for t in [totals.get("total")] if t)])
-    log_report_run(spec, sweep_dir, spec.get("group") or sweep_dir.name, "transfer-report",
+    log_report_run(spec, sweep_dir, spec.get("group") or wandb_group(sweep_dir), "transfer-report",
                    {"transfer/table": table, "transfer/points": points, "transfer/cost": cost,
                     "transfer/cost_per_size": sizes, **images, **transfer_charts(wandb, transfer)})
 
