@@ -114,3 +114,15 @@ def test_the_sweep_workspace_builds_offline_from_a_sweep_dir(tmp_path, capsys):
     sections = spec["spec"]["section"]["panel_bank_config"]["sections"]
     assert [s["name"] for s in sections] == ["Transfer", "Runs"] and len(sections[0]["panels"]) == 4
     assert dashboard.main([str(tmp_path)]) == 2 and "no transfer.json" in capsys.readouterr().out
+
+
+def test_a_study_report_run_joins_its_runs_group_with_their_wandb_settings(tmp_path):
+    out = tmp_path / "convergence"
+    out.mkdir()
+    records = [{"config": {"logger": {"csv": True, "wandb": {"project": "test", "mode": "offline", "group": None}}}}]
+    tables = {"convergence/loss": (["arm", "speedup"], [["mup_transferred", 2.5], ["sp_dit_recipe", 1.0]])}
+    assert dashboard.log_study_report(records, out, tables)
+    (run_dir,) = out.glob("wandb/offline-run-*")
+    assert run_contents(run_dir)["run"] == {"group": f"{tmp_path.name}/convergence", "name": "convergence-report"}
+    assert _table(run_dir, "convergence/loss")["data"] == [["mup_transferred", 2.5], ["sp_dit_recipe", 1.0]]
+    assert not dashboard.log_study_report([{"config": {"logger": {"csv": True}}}], tmp_path, tables)  # ran without W&B

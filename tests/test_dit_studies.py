@@ -69,6 +69,9 @@ def test_wall_time_speedup_reads_each_arms_own_clock_at_the_crossing():
     arm = convergence.analyse(curves, 1600, random.Random(0), times)["arms"]["mup_transferred"]
     assert arm["speedup"] == pytest.approx(4.0) and arm["wall_s_to_baseline"] == pytest.approx(800.0)
     assert arm["wall_speedup"] == pytest.approx(2.0)
+    columns, rows = convergence.wandb_tables({"loss": convergence.analyse(curves, 1600, random.Random(0), times)})[
+        "convergence/loss"]
+    assert dict(zip(columns, rows[1]))["wall_speedup"] == pytest.approx(2.0) and len(rows) == 2
 
 
 def test_the_bootstrap_pairs_the_arms_by_seed():
@@ -151,6 +154,9 @@ def test_multi_hp_regret_is_paired_by_seed_and_cost_is_a_percentage_of_one_targe
     assert result["cost"]["one_target_run"] == {"flops": 120.0, "wall_time_s": 30.0}
     assert result["cost"]["proxy_vs_target_run_pct"] == pytest.approx({"flops": 25.0, "wall_time_s": 200.0})
     assert result["cost"]["proxy_vs_direct_search_pct"] == pytest.approx({"flops": 5.0, "wall_time_s": 20.0})
+    tables = multi_hp.wandb_tables(result)  # the W&B report run's
+    assert tables["multi_hp/arms"][1][0] == ["transferred", 2.1, pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.1)]
+    assert ["proxy_vs_target_run_pct", 25.0, 200.0] in tables["multi_hp/cost"][1]
 
 
 @pytest.mark.slow  # two 2-trial searches and 6 short runs: a few minutes on 2 cores

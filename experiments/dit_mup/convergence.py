@@ -44,6 +44,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 from src.eval.samples import evaluate_run  # noqa: E402
 from src.records import snapshots  # noqa: E402
 from src.sweeps.collect import records  # noqa: E402
+from src.sweeps.dashboard import log_study_report  # noqa: E402
 from src.sweeps.transfer import percentile_interval  # noqa: E402
 from train_once import train_once  # noqa: E402
 
@@ -168,6 +169,17 @@ def markdown(results: dict[str, dict], args: argparse.Namespace) -> str:
     return "\n".join(lines + ["![held-out loss and Fréchet distance over training](convergence.png)", ""])
 
 
+def wandb_tables(results: dict[str, dict]) -> dict[str, tuple[list[str], list]]:
+    """One table per metric for the study's W&B report run: each arm's final value, steps and wall
+    time to the baseline, and both speed-ups with their intervals."""
+    columns = ["arm", "final", "steps_to_baseline", "speedup", "speedup_lo", "speedup_hi", "wall_s_to_baseline",
+               "wall_speedup", "wall_speedup_lo", "wall_speedup_hi"]
+    return {f"convergence/{metric}": (columns, [
+        [arm, r["final"], r["steps_to_baseline"], r["speedup"], *r["speedup_ci"], r.get("wall_s_to_baseline"),
+         r.get("wall_speedup"), *(r.get("wall_speedup_ci") or (None, None))] for arm, r in result["arms"].items()])
+        for metric, result in results.items()}
+
+
 def interval(value: float, ci: tuple[float, float]) -> str:
     return f"{value:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}]"
 
@@ -222,10 +234,12 @@ def main(argv: list[str] | None = None) -> None:
               f"ckpt_every={args.every}", f"snapshot_every={args.fd_every}", *args.extra]
     curves: dict[str, dict[str, list[dict[int, float]]]] = {m: {} for m in METRICS if m == "loss" or args.fd_every}
     times: dict[str, list[dict[int, float]]] = {}
+    study_records = []
     for arm, overrides in arms(sweep, args.width).items():
         for seed in args.seeds:
             run_dir = args.out.resolve() / f"{arm}-s{seed}"
             record = train_once(run_dir, args.study, [*overrides, *common, f"seed={seed}"])
+            study_records.append(record)
             times.setdefault(arm, []).append(history_curve(record, "elapsed_s"))
             runs = {"loss": (history_curve(record, "val/loss"), args.every)}
             if args.fd_every:
@@ -239,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                                                             **results}, indent=2, allow_nan=True))
     (args.out / "convergence.md").write_text(markdown(results, args))
     plot(curves, args.out / "convergence.png")
+    log_study_report(study_records, args.out, wandb_tables(results), [args.out / "convergence.png"])
     print(f"convergence: {args.out / 'convergence.md'}")
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+from src.sweeps.dashboard import log_study_report  # noqa: E402
 from src.sweeps.report import report  # noqa: E402
 from src.sweeps.transfer import percentile_interval  # noqa: E402
 from train_once import train_once  # noqa: E402
@@ -106,6 +107,20 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def wandb_tables(result: dict) -> dict[str, tuple[list[str], list]]:
+    """The study's W&B report run: per arm the seed-mean loss and regret against the tuned arm with its
+    interval; the cost of each search and of one target run, and the proxy search's percentages."""
+    regret = result["regret"]
+    arms = [[arm, result["mean_loss"][arm], *((regret[arm]["mean"], *regret[arm]["ci"]) if arm in regret else
+                                             (None, None, None))] for arm in ARMS]
+    cost = result["cost"]
+    rows = [[key, cost[key]["flops"], cost[key]["wall_time_s"]] for key in ("proxy_search", "direct_search", "one_target_run")]
+    rows += [[key, cost[key]["flops"], cost[key]["wall_time_s"]] for key in ("proxy_vs_target_run_pct",
+                                                                            "proxy_vs_direct_search_pct")]
+    return {"multi_hp/arms": (["arm", "mean_loss", "regret", "regret_lo", "regret_hi"], arms),
+            "multi_hp/cost": (["what", "flops", "wall_time_s"], rows)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="dit_mup_sweep")
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "multi_hp.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result},
                                                   indent=2, allow_nan=True))
     (out / "multi_hp.md").write_text(markdown(result, args))
+    log_study_report(runs, out, wandb_tables(result))
     print(f"multi-HP μTransfer: {out / 'multi_hp.md'}")
 
 

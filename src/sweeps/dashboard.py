@@ -103,6 +103,25 @@ def log_report_run(spec: Mapping[str, Any], out_dir: Path, group: str, name: str
     run.finish()
 
 
+def log_study_report(records: list[Mapping[str, Any]], out_dir: Path, tables: Mapping[str, tuple[list[str], list]],
+                     images: list[Path] = ()) -> bool:
+    """A study's report run (``<out dir name>-report``) in the W&B group of its runs (the runs in
+    ``out_dir``), holding ``tables`` (key → (columns, rows)) and ``images``; with the runs' own W&B
+    settings, so nothing is logged when they ran without W&B. True when it logged."""
+    spec = next((r["config"]["logger"]["wandb"] for r in records
+                 if ((r.get("config") or {}).get("logger") or {}).get("wandb")), None)
+    if spec is None:
+        return False
+    import wandb
+
+    from src.training.loggers import wandb_group
+
+    payload = {key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()}
+    payload |= {f"{Path(out_dir).name}/{p.stem}": wandb.Image(str(p)) for p in images}
+    log_report_run(spec, out_dir, spec.get("group") or wandb_group(out_dir), f"{Path(out_dir).name}-report", payload)
+    return True
+
+
 LINE_SERIES = "wandb/lineseries/v0"  # the Vega spec wandb.plot.line_series logs with
 
 
