@@ -193,7 +193,10 @@ def test_policy_equals_reference_gives_score_zero_and_loss_log_two():
     task.antithetic, task.sft_weight = True, 1.0  # the SFT-only ablation drops exactly the DPO term, log 2 here
     both = task.loss(batch)[0].item()
     task.dpo_weight = 0.0
+    scores, grad = task.scores, []
+    task.scores = lambda b: grad.append(torch.is_grad_enabled()) or scores(b)  # noqa: E731
     assert task.loss(batch)[0].item() == pytest.approx(both - math.log(2))
+    assert grad == [False]  # its scores are logged only: no DPO graph to run backward through
     with pytest.raises(ValueError, match="not both 0"):
         PreferenceTask(model, optimizer, lambda step, total: 1.0, steps=1, dpo_weight=0.0)
 

@@ -88,7 +88,8 @@ class PreferenceTask(Task):
                                 checkpointing=self.checkpointing)
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        s, rewards = self.scores(batch)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.dpo_weight != 0):  # w = 0: logged only,
+            s, rewards = self.scores(batch)                                           # no backward through it
         loss = vrpo.dpo_loss(s).mean()
         prefix = "train" if self.training else "val"
         if self.training:
