@@ -94,8 +94,12 @@ def test_the_wandb_report_run_carries_the_cost_table(tmp_path):
     recs = [_rec("a32", 10, 1.0), _rec("a64", 40, 4.0)]
     transfer = {"arms": [], "cost": sweep_cost(recs, [_pt("a32", "A", 32), _pt("a64", "A", 64)], {"width": 32})}
     log_transfer_summary({"project": "test", "mode": "offline"}, tmp_path, transfer)
-    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/transfer/cost_*.table.json"))
+    media = next(tmp_path.glob("wandb/offline-run-*/files/media/table/transfer"))
+    tables = list(media.glob("cost_[0-9]*.table.json"))
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
+    (per_size,) = media.glob("cost_per_size_[0-9]*.table.json")
+    sizes = json.loads(per_size.read_text())["data"]
+    assert sizes == [["width", 32, 1, 10, 1.0], ["width", 64, 1, 40, 4.0], ["all", None, 2, 50, 5.0]]
     row = dict(zip(table["columns"], table["data"][0]))
     assert (row["proxy_flops"], row["target_run_flops"], row["pct_of_target_run_flops"]) == (10, 40, 25.0)
