@@ -68,7 +68,7 @@ def _ci(point: float | None, ci: tuple[float, float] | None, digits: int = 2) ->
 def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis], stale: list[str],
               cost: dict[str, Any]) -> str:
     counts = Counter(r["status"] for r in recs)
-    lines = [f"# Transfer report: {sweep_dir.name}", "",
+    lines = [f"# Transfer report: {sweep_dir.parent.name}/{sweep_dir.name}", "",
              f"{len(recs)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
              "log2 η* per size with its 95% bootstrap interval over seeds in brackets (none where a size's "
              "optimum has fewer than 2 seeds); verdict: `holds` (drift interval below 1 octave), `drifts` "
