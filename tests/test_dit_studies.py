@@ -89,6 +89,9 @@ def test_an_arm_that_never_reaches_the_baseline_has_no_step_and_speedup_zero():
     assert arms["mup_transferred"]["steps_to_baseline"] is None and arms["mup_transferred"]["speedup"] == 0.0
 
 
+METRIC_KEYS = ("loss", "frechet_distance")
+
+
 @pytest.mark.slow  # a tiny width sweep, then 6 short runs: about 2 minutes on 2 cores
 @pytest.mark.timeout(900)
 def test_the_convergence_study_runs_from_a_sweep_and_resumes(tmp_path):
@@ -100,8 +103,8 @@ def test_the_convergence_study_runs_from_a_sweep_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "convergence"
     argv = ["--sweep", str(sweep), "--width", "64", "--steps", "8", "--every", "4", "--fd-every", "4", "--per-class",
-            "2", "--sample-steps", "4", "--seeds", "0", "1", "--out", str(out), "--extra", "data=digits",
-            "data.val_size=20", "model.patch_size=4"]
+            "2", "--sample-steps", "4", "--seeds", "0", "1", "--out", str(out), "--records",
+            str(tmp_path / "convergence.jsonl.gz"), "--extra", "data=digits", "data.val_size=20", "model.patch_size=4"]
     convergence.main(argv)
     result = json.loads((out / "convergence.json").read_text())
     for metric in ("loss", "frechet_distance"):
@@ -114,6 +117,11 @@ def test_the_convergence_study_runs_from_a_sweep_and_resumes(tmp_path):
     mtime = (out / "sp_best_grid-s1" / "metrics.json").stat().st_mtime
     convergence.main(argv)  # a relaunch trains nothing
     assert (out / "sp_best_grid-s1" / "metrics.json").stat().st_mtime == mtime
+    fresh = tmp_path / "fresh"  # a fresh clone: the sweep and the committed records, no run dirs
+    convergence.main([*argv[:argv.index("--out") + 1], str(fresh), *argv[argv.index("--out") + 2:]])
+    assert not list(fresh.rglob("*.ckpt"))  # nothing trained, nothing sampled again
+    again = json.loads((fresh / "convergence.json").read_text())
+    assert {m: again[m] for m in METRIC_KEYS} == {m: result[m] for m in METRIC_KEYS}
 
 
 def test_train_once_continues_an_unfinished_run_with_a_command_preflight_accepts(tmp_path, monkeypatch):
@@ -166,7 +174,7 @@ def test_the_multi_hp_study_runs_end_to_end_and_transfers_the_proxy_trial(tmp_pa
     with pytest.raises(SystemExit, match="seed 0 is the searches' own"):
         multi_hp.main(["--seeds", "0", "1", "--out", str(out)])
     argv = ["--trials", "2", "--proxy-width", "32", "--target-width", "64", "--seeds", "1", "2", "--out", str(out),
-            "--extra", "data=digits", "steps=4", "val_every=4", "data.val_size=20", "model.depth=2", "model.patch_size=4"]
+            "--records", str(tmp_path / "multi_hp.jsonl.gz"), "--extra", "data=digits", "steps=4", "val_every=4", "data.val_size=20", "model.depth=2", "model.patch_size=4"]
     multi_hp.main(argv)
     result = json.loads((out / "multi_hp.json").read_text())
     assert set(result["per_seed"]) == {"transferred", "tuned", "defaults"}
@@ -179,6 +187,11 @@ def test_the_multi_hp_study_runs_end_to_end_and_transfers_the_proxy_trial(tmp_pa
     assert target["config"]["model"]["width"] == 64 and target["plan"]["r_n"] == 2.0
     assert result["cost"]["proxy_search"]["flops"] > 0 and result["cost"]["direct_search"]["flops"] > 0
     assert "| transferred |" in (out / "multi_hp.md").read_text()
+    fresh = tmp_path / "fresh"  # a fresh clone: the committed records alone; the searches replay, nothing trains
+    multi_hp.main([*argv[:argv.index("--out") + 1], str(fresh), *argv[argv.index("--out") + 2:]])
+    assert not list(fresh.rglob("*.ckpt"))
+    again = json.loads((fresh / "multi_hp.json").read_text())
+    assert again["per_seed"] == result["per_seed"] and again["cost"] == result["cost"]
 
 
 def test_snapshots_keep_the_weights_of_every_nth_step_and_change_nothing_else(train):

@@ -140,6 +140,22 @@ def test_archive_round_trip_keeps_finished_jobs_only(tmp_path):
                                                     "sweep_metric": 1.0}
 
 
+def test_archive_carries_named_sidecars_and_only_those(tmp_path):
+    """A study's small per-run files (Fréchet distances of snapshots) travel with the record when named."""
+    job = tmp_path / "sweep" / "mup-s0"
+    job.mkdir(parents=True)
+    (job / "metrics.json").write_text(json.dumps({"status": "ok", "config": {}, "config_hash": "h", "sweep_metric": 0.5}))
+    (job / "fd.json").write_text(json.dumps({"200": 41.5, "400": 30.25}))
+    (job / "other.json").write_text("{}")
+    path = tmp_path / "records.jsonl.gz"
+    assert archive.export(tmp_path / "sweep", path, sidecars=("fd.json", "absent.json")) == 1
+    assert archive.restore(path, tmp_path / "new") == 1
+    restored = tmp_path / "new" / "mup-s0"
+    assert json.loads((restored / "fd.json").read_text()) == {"200": 41.5, "400": 30.25}
+    assert not (restored / "other.json").exists() and not (restored / "absent.json").exists()
+    assert read_record(restored) == {"status": "ok", "config": {}, "config_hash": "h", "sweep_metric": 0.5}
+
+
 def test_job_facts_are_reused_only_under_the_same_code_and_overrides(tmp_path):
     """The sweeper's cache of composed-config facts: a hit composes nothing; new code, new multirun
     overrides, a config that depends on another run's files, or a damaged file compose again."""

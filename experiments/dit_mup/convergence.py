@@ -26,7 +26,10 @@ intervals over seeds, paired: each replicate draws one list of seeds for every a
 one seed share its data order and noise. Written to
 ``<out>/convergence.json`` and ``convergence.md``, with the curves in ``convergence.png``. Each run
 lives in ``<out>/<arm>-s<seed>`` and its distances in ``fd.json`` there: a relaunch skips finished
-runs and scored snapshots, and continues interrupted runs.
+runs and scored snapshots, and continues interrupted runs. Every run whose distances are all scored
+is archived in ``--records`` (its record and ``fd.json``, never weights; commit it), and a relaunch
+restores them first, so the same command on a fresh clone continues the study. (The sweep must be
+there too: its own command restores it from its records without training.)
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 from src.eval.samples import evaluate_run  # noqa: E402
 from src.records import snapshots  # noqa: E402
+from src.sweeps import archive  # noqa: E402
 from src.sweeps.collect import records  # noqa: E402
 from src.sweeps.dashboard import log_study_report  # noqa: E402
 from src.sweeps.transfer import percentile_interval  # noqa: E402
 from train_once import train_once  # noqa: E402
 
 DIT_RECIPE_LR = 1e-4
+FD_FILE = "fd.json"  # a run's Fréchet distances, step -> value (archived with its record)
 BOOTSTRAP = 1000
 
 
@@ -203,7 +208,7 @@ def plot(curves: dict[str, dict[str, list[dict[int, float]]]], path: Path) -> No
 
 def fd_curve(run_dir: Path, per_class: int, sample_steps: int) -> dict[int, float]:
     """step -> Fréchet distance of the snapshot's samples, scored once and kept in ``fd.json``."""
-    path = run_dir / "fd.json"
+    path = run_dir / FD_FILE
     scored = {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
     for step, checkpoint in sorted(snapshots(run_dir).items()):
         if step not in scored:
@@ -226,10 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "dit_mup" / "convergence")
+    parser.add_argument("--records", type=Path, default=ROOT / "experiments" / "dit_mup" / "records" / "convergence.jsonl.gz",
+                        help="the committed copy of every finished run")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run (e.g. data=digits)")
     args = parser.parse_args(argv)
     sweep = args.sweep.resolve()
     check_study(sweep, args.study)
+    archive.restore(args.records, args.out.resolve())
     common = [f"model.width={args.width}", f"steps={args.steps}", f"val_every={args.every}",
               f"ckpt_every={args.every}", f"snapshot_every={args.fd_every}", *args.extra]
     curves: dict[str, dict[str, list[dict[int, float]]]] = {m: {} for m in METRICS if m == "loss" or args.fd_every}
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = {"loss": (history_curve(record, "val/loss"), args.every)}
             if args.fd_every:
                 runs["frechet_distance"] = (fd_curve(run_dir, args.per_class, args.sample_steps), args.fd_every)
+            archive.export(args.out.resolve(), args.records, sidecars=(FD_FILE,))
             for metric, (curve, every) in runs.items():
                 if record["status"] == "diverged" or not curve:
                     curve = {s: math.inf for s in range(every, args.steps + 1, every)}

@@ -20,7 +20,9 @@ target run (the median of the target runs) and of the direct search. The target 
 searches did not (``--seeds`` may not hold the search seed 0): on seed 0 the tuned arm would be the
 direct search's best trial itself, whose loss won a selection on that seed. Written to
 ``<out>/multi_hp.json`` and ``multi_hp.md``; every search and run lives under ``<out>`` and a
-relaunch continues them (the searches replay their finished trials).
+relaunch continues them (the searches replay their finished trials). Every finished search and run
+is archived in ``--records`` (records, never weights; commit it), and a relaunch restores them
+first, so the same command on a fresh clone continues the study.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+from src.sweeps import archive  # noqa: E402
 from src.sweeps.dashboard import log_study_report  # noqa: E402
 from src.sweeps.report import report  # noqa: E402
 from src.sweeps.transfer import percentile_interval  # noqa: E402
@@ -129,14 +132,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target-width", type=int, default=128)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="target runs' seeds (not 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "dit_mup" / "multi_hp")
+    parser.add_argument("--records", type=Path, default=ROOT / "experiments" / "dit_mup" / "records" / "multi_hp.jsonl.gz",
+                        help="the committed copy of every finished search trial and run")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every job (e.g. steps=100)")
     args = parser.parse_args(argv)
     if SEARCH_SEED in args.seeds:
         raise SystemExit(f"--seeds {args.seeds}: seed {SEARCH_SEED} is the searches' own; the tuned arm won its "
                          "selection on it, so compare the arms on other seeds")
     out = args.out.resolve()
-    costs = {name: search(args.study, width, args.proxy_width, args.trials, out / f"{name}_search", args.extra)
-             for name, width in (("proxy", args.proxy_width), ("direct", args.target_width))}
+    archive.restore(args.records, out)
+    costs = {}
+    for name, width in (("proxy", args.proxy_width), ("direct", args.target_width)):
+        costs[name] = search(args.study, width, args.proxy_width, args.trials, out / f"{name}_search", args.extra)
+        archive.export(out, args.records)
     sources = {"transferred": [f"mutransfer.from={out / 'proxy_search'}"],
                "tuned": [f"mutransfer.from={out / 'direct_search'}"], "defaults": []}
     common = ["parametrization=mup", f"parametrization.base_width={args.proxy_width}",
@@ -146,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm in ARMS:
         for seed in args.seeds:
             record = train_once(out / f"{arm}-s{seed}", args.study, [*common, *sources[arm], f"seed={seed}"])
+            archive.export(out, args.records)
             losses.setdefault(arm, []).append(record["sweep_metric"])
             runs.append(record)
     result = analyse(losses, costs, runs, random.Random(0))
