@@ -170,7 +170,7 @@ def test_job_facts_are_reused_only_under_the_same_code_and_overrides(tmp_path):
         extra = {"init_from": str(tmp_path / "sft")} if "from=1" in job else {}
         return f"dir-{job[0]}", OmegaConf.create({"seed": int(job[0].split("=")[1]), **extra})
 
-    path = tmp_path / "records.compose.json.gz"
+    path = tmp_path / "records" / "study.compose.json.gz"  # a records dir the first save creates
     first = JobFacts(path, "code-a", "salt", compose)
     facts = first(["seed=1"], twins=False)
     first(["seed=2", "from=1"], twins=False)

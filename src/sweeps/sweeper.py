@@ -168,6 +168,7 @@ class JobFacts:
         """Write the file atomically (a killed write leaves the previous one)."""
         if self.path is None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a new study's records dir
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(gzip.compress(json.dumps({"code": self.code, "facts": self.facts}, sort_keys=True).encode(),
                                       mtime=0))
