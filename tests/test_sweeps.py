@@ -304,6 +304,16 @@ def test_a_dit_sweep_reports_transfer_and_samples(tmp_path):
     assert row["guidance"] == 2 and math.isfinite(row["frechet_distance"]) and (run_dir / "samples_cfg2.png").exists()
     assert samples_cli.main([str(sweep_dir)]) == 2  # not a run dir
 
+    restored = sweep_dir / samples[1]["run"]  # as a job restored from the sweep's records: metrics only
+    for path in restored.iterdir():
+        if path.name != "metrics.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    arms = [{"arm": "sp/AdamW", "axis": "width", "best_runs": {"32": samples[1]["run"]}}]
+    rows = samples_cli.evaluate_sweep(sweep_dir, {"arms": arms})
+    assert rows == [{"arm": "sp/AdamW", "axis": "width", "size": 32, "run": samples[1]["run"],
+                     "missing": "no weights here: a job restored from the sweep's records"}]
+    assert "| sp/AdamW | width | 32 | – | – (no weights here: a job restored" in samples_cli.markdown(rows)
+
 
 SLOW = pytest.mark.slow  # each model has its own fast tests; one preset runs in the fast suite
 

@@ -59,6 +59,18 @@ def test_verdicts_follow_the_intervals():
     assert "2 seeds" in lone.why
 
 
+def test_the_regret_interval_separates_a_drifting_optimum_from_a_transferring_one():
+    rng = random.Random(4)
+    holds = ArmAxis("mup/AdamW", "width", 64, _curves(rng, 5, slope=0.0)).analyse(300)
+    drifts = ArmAxis("sp/AdamW", "width", 64, _curves(rng, 5, slope=-1.0, x_base=-6.0)).analyse(300)
+    # SP: η*(64) = −6 is two octaves from η*(256) = −8, so the regret is 0.05·2² = 0.2 ± noise
+    assert drifts.regret == pytest.approx(0.2, abs=0.05) and 0.1 < drifts.regret_ci[0] <= drifts.regret_ci[1] < 0.3
+    assert 0 <= holds.regret_ci[0] <= holds.regret <= holds.regret_ci[1] < drifts.regret_ci[0]
+    noiseless = _curves(rng, 3, noise=0.0)
+    exact = ArmAxis("x", "width", 64, noiseless).analyse(50)
+    assert exact.regret_ci == (exact.regret, exact.regret)  # no seed spread, no interval width
+
+
 def test_an_edge_optimum_never_holds():
     rng = random.Random(3)
     curves = _curves(rng, 3, slope=0.0, x_base=-3.0)  # every optimum beyond the top of the grid
@@ -116,4 +128,4 @@ def test_report_shows_intervals_and_verdicts(tmp_path):
     lo, hi = arm["optimal_log2_lr_ci"][64]
     assert lo < arm["optimal_log2_lr"][64] < hi
     row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| mup/AdamW"))
-    assert row.endswith("| holds |") and row.count("[") == 5  # three sizes, drift and slope
+    assert row.endswith("| holds |") and row.count("[") == 6  # three sizes, drift, slope and regret

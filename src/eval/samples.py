@@ -73,17 +73,22 @@ def evaluate_run(run_dir: Path, grid: Path, per_class: int = 10, steps: int = 50
 def evaluate_sweep(sweep_dir: str | Path, transfer: dict[str, Any], per_class: int = 10, steps: int = 50,
                    cache_dir: str | Path = ".cache/scaling-lab") -> list[dict[str, Any]]:
     """``evaluate_run`` for the best run of every arm and size; ``samples/<arm>_<axis>_<size>.png`` and
-    ``samples.json`` in the sweep dir."""
+    ``samples.json`` in the sweep dir. A best run without weights (a job restored from the sweep's
+    records, src/sweeps/archive.py, which never hold weights) gets a row that says so, not scores."""
     sweep_dir = Path(sweep_dir)
     (sweep_dir / "samples").mkdir(exist_ok=True)
     rows = []
     for arm in transfer["arms"]:
         for size, job in sorted(arm.get("best_runs", {}).items(), key=lambda kv: int(kv[0])):
+            row = {"arm": arm["arm"], "axis": arm["axis"], "size": int(size), "run": job}
+            if not (sweep_dir / job / CONFIG_FILE).exists() or not last_checkpoint(sweep_dir / job).exists():
+                rows.append({**row, "missing": "no weights here: a job restored from the sweep's records"})
+                log.warning("samples: %s has no weights here (restored from the sweep's records)", job)
+                continue
             name = f"{arm['arm'].replace('/', '-')}_{arm['axis']}_{size}"
             scores = evaluate_run(sweep_dir / job, sweep_dir / "samples" / f"{name}.png", per_class, steps,
                                   cache_dir=cache_dir)
-            rows.append({"arm": arm["arm"], "axis": arm["axis"], "size": int(size), "run": job, **scores,
-                         "grid": f"samples/{name}.png"})
+            rows.append({**row, **scores, "grid": f"samples/{name}.png"})
             log.info("samples %s: FD %.2f, class accuracy %.2f", name, scores["frechet_distance"],
                      scores["class_accuracy"])
     (sweep_dir / "samples.json").write_text(json.dumps(rows, indent=2))
@@ -96,10 +101,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
              "Fréchet distance to the held-out images in the local classifier's features, and the share of "
              "conditional samples it labels as requested.", "",
              "| arm | axis | size | Fréchet distance | class accuracy |", "|---|---|---|---|---|"]
-    lines += [f"| {r['arm']} | {r['axis']} | {r['size']} | {r['frechet_distance']:.2f} | {r['class_accuracy']:.2f} |"
-              for r in rows]
+    lines += [f"| {r['arm']} | {r['axis']} | {r['size']} | " + (f"– | – ({r['missing']}) |" if "missing" in r else
+              f"{r['frechet_distance']:.2f} | {r['class_accuracy']:.2f} |") for r in rows]
     lines.append("")
-    lines += [f"![{r['arm']} {r['axis']} {r['size']}]({r['grid']})" for r in rows]
+    lines += [f"![{r['arm']} {r['axis']} {r['size']}]({r['grid']})" for r in rows if "grid" in r]
     return "\n".join(lines) + "\n"
 
 

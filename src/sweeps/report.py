@@ -88,7 +88,7 @@ def _markdown(sweep_dir: Path, recs: list[dict[str, Any]], results: list[ArmAxis
                              + (f" ({opt.flag})" if opt.flag else ""))
             noise = [v for v in r.seed_noise.values() if v is not None]
             lines.append(f"| {r.arm} | " + " | ".join(cells) + f" | {_ci(r.drift, r.drift_ci)} | "
-                         f"{_ci(r.slope, r.slope_ci)} | {_fmt(r.regret, 3)} | {_fmt(r.violations)} | "
+                         f"{_ci(r.slope, r.slope_ci)} | {_ci(r.regret, r.regret_ci, 3)} | {_fmt(r.violations)} | "
                          f"{_fmt(max(noise), 3) if noise else '–'} | {r.verdict} |")
         lines.append("")
     if stale:

@@ -16,6 +16,7 @@ and listed with it. Definitions, one each
 * slope = least-squares slope of log2 η* against log2 size.
 * regret = loss at the largest size with η*(s_ref) (its nearest grid point) minus that size's best
   grid loss (+inf when that point diverged; None when no grid point lies within half an octave).
+  Its interval comes from the same bootstrap, with η*(s_ref) refitted in each replicate.
 * violations = adjacent size pairs where the larger size is worse at η*(s_ref) (wider/deeper should
   be better).
 * seed noise = std over seeds of the loss at each size's grid optimum (where seeds were run).
@@ -98,10 +99,7 @@ class Curve:
         return opt
 
     def loss_at(self, log2_lr: float) -> float | None:
-        """The loss at the grid point nearest to log2_lr; None when no point lies within half an
-        octave (a partial sweep that has not run that LR at this size)."""
-        i = min(range(len(self.log2_lrs)), key=lambda j: abs(self.log2_lrs[j] - log2_lr))
-        return self.losses[i] if abs(self.log2_lrs[i] - log2_lr) <= 0.5 else None
+        return loss_at(self.log2_lrs, self.losses, log2_lr)
 
     def seed_noise(self) -> float | None:
         opt = self.optimum()
@@ -130,6 +128,22 @@ class Curve:
                 draw = [mean + (v - mean) * math.sqrt(m / (m - 1)) for v in draw]
             out.append(_mean(draw))
         return out
+
+
+def loss_at(log2_lrs: list[float], losses: list[float], log2_lr: float) -> float | None:
+    """The loss at the grid point nearest to log2_lr; None when no point lies within half an
+    octave (a partial sweep that has not run that LR at this size)."""
+    i = min(range(len(log2_lrs)), key=lambda j: abs(log2_lrs[j] - log2_lr))
+    return losses[i] if abs(log2_lrs[i] - log2_lr) <= 0.5 else None
+
+
+def regret(log2_lrs: list[float], losses: list[float], ref_log2_lr: float) -> float | None:
+    """L(η*(s_ref)) − min_η L on one size's curve: +inf when that point diverged, None when no grid
+    point lies within half an octave of η*(s_ref) or every point diverged."""
+    at_ref, best = loss_at(log2_lrs, losses, ref_log2_lr), min(losses)
+    if at_ref is None or not math.isfinite(best):
+        return None
+    return at_ref - best if math.isfinite(at_ref) else math.inf
 
 
 def parabola_vertex(xs: list[float], ys: list[float]) -> float:
@@ -203,6 +217,7 @@ class ArmAxis:
     drift: float | None = None
     slope: float | None = None
     regret: float | None = None
+    regret_ci: tuple[float, float] | None = None
     violations: int | None = None
     seed_noise: dict[int, float | None] = field(default_factory=dict)
     intervals: dict[int, tuple[float, float] | None] = field(default_factory=dict)  # log2 η* per size
@@ -229,33 +244,39 @@ class ArmAxis:
             self.verdict, self.why = "undetermined", f"only failed jobs at size {self.failed_sizes}"
         ref = self.optima[self.ref_size].log2_lr
         if ref is None or self.slope is None:
+            self.regret_ci = None
             return self
         at_ref = [self.curves[s].loss_at(ref) for s in sizes]
-        best = min(self.curves[sizes[-1]].losses)
-        if at_ref[-1] is not None:
-            self.regret = at_ref[-1] - best if math.isfinite(at_ref[-1]) else math.inf
+        self.regret = regret(self.curves[sizes[-1]].log2_lrs, self.curves[sizes[-1]].losses, ref)
+        if self.regret is None:
+            self.regret_ci = None
         self.violations = sum(1 for a, b in zip(at_ref, at_ref[1:]) if a is not None and b is not None and not b <= a)
         return self
 
     def _bootstrap(self, replicates: int, seed: int) -> None:
-        """Percentile intervals of every η*(s), the drift and the slope (module docstring)."""
+        """Percentile intervals of every η*(s), the drift, the slope and the regret (module docstring)."""
         rng = random.Random(seed)
         sizes = sorted(self.curves)
         draws: dict[int, list[float]] = {s: [] for s in sizes}
-        drifts, slopes = [], []
+        drifts, slopes, regrets = [], [], []
         for _ in range(replicates):
-            optima = {s: fit_optimum(self.curves[s].log2_lrs, self.curves[s].resample(rng)).log2_lr for s in sizes}
+            losses = {s: self.curves[s].resample(rng) for s in sizes}
+            optima = {s: fit_optimum(self.curves[s].log2_lrs, losses[s]).log2_lr for s in sizes}
             for s, x in optima.items():
                 draws[s].append(-math.inf if x is None else x)
             drift, slope = drift_and_slope(optima, self.ref_size)
             drifts.append(math.inf if drift is None else drift)
             slopes.append(slope)
+            if optima[self.ref_size] is not None:
+                regrets.append(regret(self.curves[sizes[-1]].log2_lrs, losses[sizes[-1]], optima[self.ref_size]))
         seeded = {s: self.curves[s].seeded_optimum() for s in sizes}
         self.intervals = {s: percentile_interval(draws[s]) if seeded[s] else None for s in sizes}
         if all(seeded.values()) and len(sizes) > 1:
             self.drift_ci = percentile_interval(drifts)
             finite = [v for v in slopes if v is not None]
             self.slope_ci = percentile_interval(finite) if len(finite) == len(slopes) else None
+            if regrets and None not in regrets:
+                self.regret_ci = percentile_interval(regrets)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,7 +289,8 @@ class ArmAxis:
             "drift_octaves": self.drift, "drift_ci": list(self.drift_ci) if self.drift_ci else None,
             "slope": self.slope, "slope_ci": list(self.slope_ci) if self.slope_ci else None,
             "verdict": self.verdict, "verdict_reason": self.why,
-            "regret": self.regret, "violations": self.violations, "seed_noise": self.seed_noise,
+            "regret": self.regret, "regret_ci": list(self.regret_ci) if self.regret_ci else None,
+            "violations": self.violations, "seed_noise": self.seed_noise,
             "failed": {s: c.failed for s, c in self.curves.items() if c.failed}, "failed_sizes": self.failed_sizes,
             "curves": {s: asdict(c) for s, c in self.curves.items()},
         }
