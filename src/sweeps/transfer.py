@@ -139,11 +139,11 @@ def loss_at(log2_lrs: list[float], losses: list[float], log2_lr: float) -> float
 
 def regret(log2_lrs: list[float], losses: list[float], ref_log2_lr: float) -> float | None:
     """L(η*(s_ref)) − min_η L on one size's curve: +inf when that point diverged, None when no grid
-    point lies within half an octave of η*(s_ref) or every point diverged."""
-    at_ref, best = loss_at(log2_lrs, losses, ref_log2_lr), min(losses)
-    if at_ref is None or not math.isfinite(best):
+    point lies within half an octave of η*(s_ref)."""
+    at_ref = loss_at(log2_lrs, losses, ref_log2_lr)
+    if at_ref is None:
         return None
-    return at_ref - best if math.isfinite(at_ref) else math.inf
+    return at_ref - min(losses) if math.isfinite(at_ref) else math.inf
 
 
 def parabola_vertex(xs: list[float], ys: list[float]) -> float:
